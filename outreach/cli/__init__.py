@@ -1,0 +1,73 @@
+"""Command line: a thin layer over the services. Errors become messages here only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from outreach import __version__
+from outreach.cli import contacts as contacts_cli
+from outreach.cli import workspace as workspace_cli
+from outreach.cli.common import State, err_console
+from outreach.domain.errors import OutreachError
+
+
+class _Group(TyperGroup):
+    """Turns an ``OutreachError`` from any command into a clear message and exit code."""
+
+    def invoke(self, ctx: typer.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except OutreachError as exc:
+            err_console().print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            if exc.hint:
+                err_console().print(f"  [yellow]hint:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    help="Plan a campaign launch, reach its stakeholders, and review every delivery.\n\n"
+    "Example: outreach contacts import contacts/*.csv",
+    epilog="Run 'outreach COMMAND --help' for examples.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"outreach {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            help="Workspace folder (default: $OUTREACH_WORKSPACE or the current folder).",
+            file_okay=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    ctx.obj = State(workspace)
+
+
+workspace_cli.register(app)
+app.add_typer(contacts_cli.app, name="contacts")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,141 @@
+"""Settings: one frozen object, loaded once from ``outreach.toml`` and the environment,
+and passed explicitly. Secrets come from the environment only."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
+
+from outreach.domain.errors import ConfigError
+
+SETTINGS_FILE = "outreach.toml"
+STATE_DIR = ".outreach"
+
+# setting -> (environment variable, key in outreach.toml, secret?)
+_SOURCES = {
+    "database_url": ("OUTREACH_DATABASE_URL", "database_url", True),
+    "smtp_url": ("OUTREACH_SMTP_URL", "smtp.url", True),
+    "sender": ("OUTREACH_FROM", "email.from", False),
+    "reply_to": ("OUTREACH_REPLY_TO", "email.reply_to", False),
+    "rate_per_second": ("OUTREACH_RATE_PER_SECOND", "email.rate_per_second", False),
+    "rate_per_hour": ("OUTREACH_RATE_PER_HOUR", "email.rate_per_hour", False),
+}
+_FILE_KEYS = {key for _env, key, _secret in _SOURCES.values()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    database_url: str
+    smtp_url: str | None = None
+    sender: str | None = None
+    reply_to: str | None = None
+    rate_per_second: float = 50.0
+    rate_per_hour: int = 100_000
+    origin: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workspace / STATE_DIR
+
+    def described(self) -> list[tuple[str, str, str]]:
+        """(setting, value with secrets redacted, origin) for ``outreach config``."""
+        rows = [("workspace", str(self.workspace), self.origin.get("workspace", "default"))]
+        for name, (_env, _key, secret) in _SOURCES.items():
+            value = getattr(self, name)
+            shown = "" if value is None else str(value)
+            if secret and value:
+                shown = redact(value)
+            rows.append((name, shown, self.origin.get(name, "default")))
+        return rows
+
+
+def redact(url: str) -> str:
+    """A URL with its password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "***"
+
+
+def _flatten(table: Mapping, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]
+
+
+def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    origin: dict[str, str] = {}
+    if workspace is not None:
+        origin["workspace"] = "--workspace"
+    elif env.get("OUTREACH_WORKSPACE"):
+        workspace = Path(env["OUTREACH_WORKSPACE"])
+        origin["workspace"] = "env OUTREACH_WORKSPACE"
+    else:
+        workspace = Path.cwd()
+        origin["workspace"] = "current folder"
+    workspace = workspace.resolve()
+
+    file_values: dict[str, object] = {}
+    path = workspace / SETTINGS_FILE
+    if path.is_file():
+        try:
+            file_values = _flatten(tomllib.loads(path.read_text("utf-8")))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax at that line") from None
+        unknown = sorted(set(file_values) - _FILE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown setting(s) {', '.join(unknown)}",
+                hint=f"known settings: {', '.join(sorted(_FILE_KEYS))}",
+            )
+
+    values: dict[str, object] = {}
+    for name, (env_name, key, secret) in _SOURCES.items():
+        if env.get(env_name):
+            values[name] = env[env_name]
+            origin[name] = f"env {env_name}"
+        elif key in file_values:
+            value = file_values[key]
+            if secret and isinstance(value, str) and _has_password(value):
+                raise ConfigError(
+                    f"{path}: {key} holds a password",
+                    hint=f"secrets never go in files; set {env_name} in the environment instead",
+                )
+            values[name] = value
+            origin[name] = f"{SETTINGS_FILE} {key}"
+
+    db_url = str(values.pop("database_url", "") or "")
+    if not db_url:
+        db_url = f"sqlite:///{workspace / STATE_DIR / 'outreach.db'}"
+        origin.setdefault("database_url", "default")
+    elif db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
+        relative = db_url.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            db_url = f"sqlite:///{workspace / relative}"
+    try:
+        if "rate_per_second" in values:
+            values["rate_per_second"] = float(values["rate_per_second"])  # type: ignore[arg-type]
+        if "rate_per_hour" in values:
+            values["rate_per_hour"] = int(values["rate_per_hour"])  # type: ignore[call-overload]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"a rate limit is not a number: {exc}") from None
+    return Settings(workspace=workspace, database_url=db_url, origin=origin, **values)  # type: ignore[arg-type]

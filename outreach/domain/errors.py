@@ -1,0 +1,51 @@
+"""Errors that reach a person: each says what is wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class OutreachError(Exception):
+    """Base class. The CLI prints the message and exits with ``exit_code``."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+class ConfigError(OutreachError):
+    """Settings file or environment value is wrong."""
+
+
+class InputFileError(OutreachError):
+    """A file given by the user cannot be read as what it should be (CSV, YAML...)."""
+
+
+class SegmentError(OutreachError):
+    """A segment expression cannot be parsed or names something unknown."""
+
+    def __init__(self, message: str, *, expression: str, position: int, hint: str | None = None):
+        pointer = f"\n    {expression}\n    {' ' * position}^"
+        super().__init__(f"{message} (at position {position}){pointer}", hint=hint)
+        self.expression = expression
+        self.position = position
+
+
+class ContactValueError(OutreachError):
+    """A contact field holds a value that cannot be stored."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFoundError(OutreachError):
+    """A named thing (contact, campaign...) does not exist."""
+
+
+class DatabaseError(OutreachError):
+    """The database cannot be opened or migrated."""
