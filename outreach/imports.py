@@ -17,17 +17,24 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from outreach.domain.columns import ColumnMap, map_columns
-from outreach.domain.contact import ContactRecord, check_text, normalize_contact, normalize_kind
+from outreach.domain.columns import NAME_PARTS, ColumnMap, map_columns
+from outreach.domain.contact import (
+    FIELDS,
+    ContactRecord,
+    check_text,
+    normalize_contact,
+    normalize_kind,
+)
 from outreach.domain.errors import ContactValueError, InputFileError
 from outreach.ports import ContactStore
 
-CHUNK_ROWS = 2000
+BLOCK_BYTES = 256 * 1024  # about 2,000 rows: one worker task and one write batch
 PARALLEL_MIN_BYTES = 512 * 1024  # smaller files validate inline: a pool costs more than it saves
 SHOWN_REJECTS = 20
 MODES = ("upsert", "insert-only")
@@ -146,96 +153,158 @@ def _sniff_delimiter(text: str) -> str:
     return best if counts[best] else ","
 
 
-def read_rows(
+@dataclass(frozen=True)
+class Block:
+    """Whole CSV records from a file, as bytes, and the line the first one starts on."""
+
+    line: int
+    data: bytes
+    first: bool  # the file's first block: it starts with the header
+
+
+def read_blocks(
     source: CsvSource, on_bytes: Callable[[int], None] | None = None
-) -> Iterator[list[tuple[int, list[str]]]]:
-    """Chunks of (line number, cells) after the header; line is where the row starts."""
-    with source.path.open(encoding=source.encoding, newline="") as handle:
-        reader = csv.reader(handle, delimiter=source.delimiter, strict=False)
+) -> Iterator[Block]:
+    """Cut the file into blocks of whole records, for workers to parse and validate.
+
+    A block ends at a line break outside quotes (an even number of quote characters
+    before it, since a block always starts outside quotes), so a quoted field with
+    line breaks in it is never cut. Line breaks are 0x0A, which no multi-byte UTF-8
+    character contains, so a block never splits a character either.
+    """
+    line = 1
+    first = True
+    carry = b""
+    with source.path.open("rb") as handle:
+        while True:
+            chunk = handle.read(BLOCK_BYTES)
+            data = carry + chunk
+            if not chunk:
+                if data:
+                    yield Block(line, data, first)
+                    if on_bytes:
+                        on_bytes(len(data))
+                return
+            cut = _record_boundary(data)
+            if cut <= 0:  # no boundary yet (a long quoted field): read on
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            yield Block(line, block, first)
+            if on_bytes:
+                on_bytes(len(block))
+            line += block.count(b"\n")
+            first = False
+
+
+def _record_boundary(data: bytes) -> int:
+    """Just past the last line break in ``data`` that is outside quotes, or 0."""
+    end = len(data)
+    while (pos := data.rfind(b"\n", 0, end)) >= 0:
+        if data.count(b'"', 0, pos) % 2 == 0:
+            return pos + 1
+        end = pos
+    return 0
+
+
+def _rows(source: CsvSource, block: Block) -> Iterator[tuple[int, list[str]]]:
+    """(line, cells) of each record in ``block``; the header is skipped."""
+    encoding = source.encoding if block.first else source.encoding.removesuffix("-sig")
+    text = block.data.decode(encoding)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=source.delimiter, strict=False)
+    if block.first:
         next(reader, None)
-        line = reader.line_num + 1
-        chunk: list[tuple[int, list[str]]] = []
-        done = 0
-        for row in reader:
-            chunk.append((line, row))
-            line = reader.line_num + 1
-            if len(chunk) >= CHUNK_ROWS:
-                yield chunk
-                chunk = []
-                if on_bytes:
-                    now = handle.buffer.tell()
-                    on_bytes(now - done)
-                    done = now
-        if chunk:
-            yield chunk
-        if on_bytes:
-            on_bytes(source.size - done)
+    start = reader.line_num
+    for row in reader:
+        yield block.line + start, row
+        start = reader.line_num
 
 
 @dataclass
 class Checked:
-    records: list[tuple[int, ContactRecord]]
+    lines: list[int]  # of the good rows
+    rows: list[Any]  # the good rows, prepared for the store's writer
     rejects: list[tuple[int, str, tuple[str, ...]]]
     blank: int
 
 
-def validate_chunk(
-    targets: tuple[str, ...], default_kind: str | None, chunk: list[tuple[int, list[str]]]
+def validate_block(
+    source: CsvSource,
+    default_kind: str | None,
+    prepare: Callable[[list[ContactRecord]], list[Any]],
+    block: Block,
 ) -> Checked:
-    """Validate rows (runs in a worker process): a record per good row, a reason per bad one."""
+    """Parse and validate a block (runs in a worker process): a prepared row per good
+    record, a reason per bad one."""
+    targets = source.columns.targets
     width = len(targets)
-    out = Checked([], [], 0)
-    for line, row in chunk:
-        if not any(cell.strip() for cell in row):
+    fields = [(i, t) for i, t in enumerate(targets) if t in FIELDS]
+    extra = [(i, t[5:]) for i, t in enumerate(targets) if t.startswith("attr.")]
+    name_parts = [(i, t) for i, t in enumerate(targets) if t in NAME_PARTS]
+    out = Checked([], [], [], 0)
+    records: list[ContactRecord] = []
+    for line, row in _rows(source, block):
+        if not "".join(row).strip():
             out.blank += 1
             continue
         if len(row) != width:
-            out.rejects.append(
-                (
-                    line,
-                    f"has {len(row)} fields but the header has {width} "
-                    "(a stray delimiter, or a quote left open?)",
-                    tuple(row),
-                )
+            reason = (
+                f"has {len(row)} fields but the header has {width} "
+                "(a stray delimiter, or a quote left open?)"
             )
+            out.rejects.append((line, reason, tuple(row)))
             continue
-        values: dict[str, str] = {}
-        attrs: dict[str, str] = {}
-        parts: list[str] = []
+        values = {t: row[i] for i, t in fields}
+        attrs = {k: row[i] for i, k in extra}
         try:
-            for target, cell in zip(targets, row, strict=True):
-                if target == "ignore":
-                    continue
-                if target.startswith("attr."):
-                    attrs[target[5:]] = cell
-                elif target in ("first_name", "last_name"):
-                    parts.append(check_text(target, cell))
-                else:
-                    values[target] = cell
-            if parts and not values.get("name", "").strip():
+            if name_parts and not values.get("name", "").strip():
+                parts = [check_text(t, row[i]) for i, t in name_parts]
                 values["name"] = " ".join(p for p in parts if p)
             if default_kind and not values.get("kind", "").strip():
                 values["kind"] = default_kind
-            out.records.append((line, normalize_contact(values, attrs)))
+            records.append(normalize_contact(values, attrs))
+            out.lines.append(line)
         except ContactValueError as exc:
             out.rejects.append((line, str(exc), tuple(row)))
+    out.rows = prepare(records)
     return out
 
 
 def _checked(
-    chunks: Iterator[list], fn: Callable[[list], Checked], pool: Executor | None, window: int
+    blocks: Iterator[Block], fn: Callable[[Block], Checked], pool: Executor | None, window: int
 ) -> Iterator[Checked]:
+    """Validated blocks, in file order (so a later row for the same address wins).
+
+    With a pool, up to ``window`` blocks are with the worker processes while this
+    process writes; whenever the oldest is not ready yet, this process validates the
+    next block itself rather than wait. Memory stays flat whatever the file's size.
+    """
     if pool is None:
-        for chunk in chunks:
-            yield fn(chunk)
+        for block in blocks:
+            yield fn(block)
         return
-    pending: deque = deque()
-    for chunk in chunks:
-        pending.append(pool.submit(fn, chunk))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    pending: deque[Future[Checked] | Checked] = deque()
+    source = iter(blocks)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < window:
+            block = next(source, None)
+            if block is None:
+                exhausted = True
+            else:
+                pending.append(pool.submit(fn, block))
+        if not pending:
+            return
+        head = pending[0]
+        if isinstance(head, Future) and not head.done() and not exhausted:
+            block = next(source, None)
+            if block is None:
+                exhausted = True
+            else:
+                pending.append(fn(block))  # done here while the workers are busy
+            continue
+        pending.popleft()
+        yield head.result() if isinstance(head, Future) else head
 
 
 class RejectSink:
@@ -283,9 +352,10 @@ def import_files(
     sources = [inspect_file(p, encoding=encoding, overrides=overrides) for p in paths]
     report = ImportReport(files=[str(p) for p in paths], dry_run=dry_run)
     total = sum(s.size for s in sources)
-    workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers is None:  # one core writes, the others validate
+        workers = max((os.cpu_count() or 1) - 1, 0)
     pool = None
-    if workers > 1 and total >= PARALLEL_MIN_BYTES:
+    if workers > 0 and total >= PARALLEL_MIN_BYTES:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     if on_start:
         on_start(total)
@@ -294,22 +364,22 @@ def import_files(
         with store.writer(dry_run=dry_run) as writer:
             for source in sources:
                 name = str(source.path)
-                fn = partial(validate_chunk, source.columns.targets, default_kind)
+                fn = partial(validate_block, source, default_kind, writer.preparer())
                 for checked in _checked(
-                    read_rows(source, on_bytes), fn, pool, window=2 * workers + 2
+                    read_blocks(source, on_bytes), fn, pool, window=2 * workers + 2
                 ):
                     for line, reason, row in checked.rejects:
                         sink.add(name, line, reason, row)
                     report.blank += checked.blank
-                    if not checked.records:
+                    if not checked.rows:
                         continue
-                    outcome = writer.write([r for _, r in checked.records], mode=mode)
+                    outcome = writer.write_prepared(checked.rows, mode=mode)
                     report.inserted += outcome.inserted
                     report.updated += outcome.updated
                     report.unchanged += outcome.unchanged
                     report.existing += outcome.existing
                     for i in outcome.suppressed:
-                        line = checked.records[i][0]
+                        line = checked.lines[i]
                         sink.add(
                             name,
                             line,

@@ -5,10 +5,10 @@ Adapters in ``db`` and ``channels`` implement them; ``app.build`` picks which.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from outreach.domain.audience import Expr
 from outreach.domain.contact import Contact, ContactRecord
@@ -33,7 +33,13 @@ class BatchOutcome:
 
 
 class ContactWriter(Protocol):
+    """Writes import batches in one transaction. ``preparer()`` gives a picklable
+    function that turns records into the writer's rows in worker processes, so the
+    writing process does as little per row as it can."""
+
     def write(self, records: Sequence[ContactRecord], *, mode: str = "upsert") -> BatchOutcome: ...
+    def preparer(self) -> Callable[[Sequence[ContactRecord]], list[Any]]: ...
+    def write_prepared(self, rows: Sequence[Any], *, mode: str = "upsert") -> BatchOutcome: ...
 
 
 class ContactStore(Protocol):

@@ -48,11 +48,13 @@ def test_export_reimports_to_the_same_store(loaded: Cli, tmp_path: Path) -> None
     fresh = Cli(tmp_path / "fresh")
     fresh("contacts", "import", str(exported))
     after = contacts(fresh)
+
     def strip(rows):
         return {
             k: {f: v for f, v in r.items() if f not in ("created_at", "updated_at")}
             for k, r in rows.items()
         }
+
     assert strip(after) == strip(before)
     # and importing the export into the original store changes nothing
     out = loaded("contacts", "import", str(exported)).stdout

@@ -246,7 +246,7 @@ def test_parallel_validation_gives_the_same_result_as_inline(tmp_path: Path) -> 
         rows.append(f"{email},User {i},{['FJ', 'WS', 'TO', 'Fiji'][i % 4]},industry,t{i % 3}")
     text = "\n".join(rows) + "\n"
     outputs = []
-    for workers in ("1", "2"):
+    for workers in ("0", "2"):
         ws = tmp_path / f"w{workers}"
         path = write_csv(ws / "big.csv", text)
         cli = Cli(ws)
@@ -265,3 +265,30 @@ def _counts(report: str) -> dict[str, int]:
         if len(parts) == 2 and parts[0] in ("inserted", "updated", "unchanged", "rejected"):
             counts[parts[0]] = int(parts[1].replace(",", ""))
     return counts
+
+
+def test_blocks_never_cut_a_record_and_keep_line_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers get the file in blocks; every record and its line must come out as the
+    csv module reads the whole file, whatever falls on a block edge."""
+    from outreach import imports
+
+    lines = ["email,name,notes\r\n"]
+    for i in range(400):
+        note = f'"multi\r\nline ""{i}"", with, commas\r\nand more"' if i % 7 == 0 else f"plain {i}"
+        lines.append(f"u{i}@example.org,Näme {i},{note}\r\n")
+    path = write_csv(tmp_path / "blocks.csv", "\ufeff" + "".join(lines))
+    expected = []
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        start = reader.line_num + 1
+        for row in reader:
+            expected.append((start, row))
+            start = reader.line_num + 1
+    for size in (64, 100, 257, 4096):
+        monkeypatch.setattr(imports, "BLOCK_BYTES", size)
+        source = imports.inspect_file(path)
+        got = [r for block in imports.read_blocks(source) for r in imports._rows(source, block)]
+        assert got == expected, size

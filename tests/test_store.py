@@ -159,6 +159,24 @@ def test_schema_is_created_once_and_current(database_url: str) -> None:
         tables = set(inspect(engine).get_table_names())
         assert {"contacts", "contact_tags", "suppressions", "alembic_version"} <= tables
         indexes = {i["name"] for i in inspect(engine).get_indexes("contacts")}
-        assert "ix_contacts_kind_country" in indexes
+        assert "ix_contacts_country_kind" in indexes
     finally:
         engine.dispose()
+
+
+def test_new_contacts_get_their_own_tags_after_deletions(store: SqlContactStore) -> None:
+    store.delete(parse("email:eve@example.org"))  # the highest id goes
+    with store.writer() as writer:
+        writer.write(
+            [
+                normalize_contact({"email": "ana@example.org", "tags": "existing-updated"}),
+                normalize_contact({"email": "f@example.org", "tags": "f-tag"}),
+                normalize_contact({"email": "g@example.org"}),
+                normalize_contact({"email": "h@example.org", "tags": "h1,h2"}),
+            ]
+        )
+    assert store.get("f@example.org").tags == ("f-tag",)
+    assert store.get("g@example.org").tags == ()
+    assert store.get("h@example.org").tags == ("h1", "h2")
+    assert "existing-updated" in store.get("ana@example.org").tags
+    assert store.count(parse("tag:f-tag,h1")) == 2

@@ -64,7 +64,10 @@ def import_(
         Path | None, typer.Option(help="Write every rejected row to this CSV file.")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Validation processes (default: one per core).", hidden=True)
+        int | None,
+        typer.Option(
+            help="Validation processes (default: one per core but one; 0: none).", hidden=True
+        ),
     ] = None,
 ) -> None:
     """Import contacts from CSV files (upsert by email).

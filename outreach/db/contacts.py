@@ -1,157 +1,19 @@
-"""The contact store on SQLAlchemy Core: bulk upsert for imports, queries by segment."""
+"""The contact store on SQLAlchemy Core: queries and changes by segment.
+
+Bulk writes for imports are in ``contact_writer``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from outreach.db.contact_writer import ContactWriter
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.db.segments import where
 from outreach.domain.audience import Expr
-from outreach.domain.contact import Contact, ContactRecord, email_key, suppression_hash
-from outreach.ports import BatchOutcome
-
-# Columns an import may set on an existing contact (email_key never changes).
-_UPDATABLE = (
-    "email",
-    "name",
-    "organization",
-    "kind",
-    "sector",
-    "country",
-    "language",
-    "timezone",
-    "x_handle",
-    "status",
-)
-_ROW = [contacts.c.id, contacts.c.email_key, *(contacts.c[c] for c in _UPDATABLE), contacts.c.attrs]
-
-
-class ContactWriter:
-    """Writes batches of records inside one transaction (see ``SqlContactStore.writer``)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._update = (
-            update(contacts)
-            .where(contacts.c.id == bindparam("_id"))
-            .values({c: bindparam(c) for c in (*_UPDATABLE, "attrs", "updated_at")})
-        )
-
-    def write(self, records: Sequence[ContactRecord], *, mode: str = "upsert") -> BatchOutcome:
-        """Insert or update ``records`` as if one after the other (a later duplicate wins)."""
-        keys = [email_key(r.email) for r in records]
-        seen: set[str] = set()
-        for i, key in enumerate(keys):
-            if key in seen:  # a repeated address: write what came before it first
-                outcome = self._write(records[:i], keys[:i], mode)
-                outcome.add(self.write(records[i:], mode=mode), i)
-                return outcome
-            seen.add(key)
-        return self._write(records, keys, mode)
-
-    def _write(self, records: Sequence[ContactRecord], keys: list[str], mode: str) -> BatchOutcome:
-        out = BatchOutcome()
-        if not records:
-            return out
-        conn = self.conn
-        hashes = {suppression_hash(k): i for i, k in enumerate(keys)}
-        blocked = {
-            hashes[h]
-            for h in conn.execute(
-                select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(list(hashes)))
-            ).scalars()
-        }
-        existing = {
-            row.email_key: row
-            for row in conn.execute(select(*_ROW).where(contacts.c.email_key.in_(keys)))
-        }
-        old_tags: dict[int, set[str]] = {}
-        if existing and any(r.tags for r in records):
-            ids = [row.id for row in existing.values()]
-            for cid, tag in conn.execute(
-                select(contact_tags.c.contact_id, contact_tags.c.tag).where(
-                    contact_tags.c.contact_id.in_(ids)
-                )
-            ):
-                old_tags.setdefault(cid, set()).add(tag)
-
-        now = utcnow()
-        new_rows: list[dict] = []
-        new_tags: list[tuple[str, ...]] = []
-        changed_rows: list[dict] = []
-        tag_rows: list[dict] = []
-        for i, (record, key) in enumerate(zip(records, keys, strict=True)):
-            if i in blocked:
-                out.suppressed.append(i)
-                continue
-            row = existing.get(key)
-            if row is None:
-                new_rows.append(_new_row(record, key, now))
-                new_tags.append(record.tags)
-                continue
-            if mode == "insert-only":
-                out.existing += 1
-                continue
-            current = {c: getattr(row, c) for c in _UPDATABLE}
-            merged = dict(current)
-            for column in _UPDATABLE:
-                value = getattr(record, column)
-                if value is None:
-                    continue
-                if column == "status" and current["status"] != "active" and value == "active":
-                    continue  # consent: an import never re-subscribes anyone
-                merged[column] = value
-            attrs = {**(row.attrs or {}), **record.attrs}
-            added = set(record.tags) - old_tags.get(row.id, set())
-            tag_rows += [{"contact_id": row.id, "tag": t} for t in sorted(added)]
-            if merged != current or attrs != (row.attrs or {}) or added:
-                changed_rows.append({"_id": row.id, **merged, "attrs": attrs, "updated_at": now})
-                out.updated += 1
-            else:
-                out.unchanged += 1
-
-        if new_rows:
-            if any(new_tags):
-                ids = (
-                    conn.execute(
-                        insert(contacts).returning(contacts.c.id, sort_by_parameter_order=True),
-                        new_rows,
-                    )
-                    .scalars()
-                    .all()
-                )
-                for cid, tags in zip(ids, new_tags, strict=True):
-                    tag_rows += [{"contact_id": cid, "tag": t} for t in tags]
-            else:
-                conn.execute(insert(contacts), new_rows)
-            out.inserted += len(new_rows)
-        if changed_rows:
-            conn.execute(self._update, changed_rows)
-        if tag_rows:
-            conn.execute(insert(contact_tags), tag_rows)
-        return out
-
-
-def _new_row(record: ContactRecord, key: str, now) -> dict:  # type: ignore[no-untyped-def]
-    return {
-        "email": record.email,
-        "email_key": key,
-        "name": record.name,
-        "organization": record.organization,
-        "kind": record.kind or "other",
-        "sector": record.sector,
-        "country": record.country,
-        "language": record.language,
-        "timezone": record.timezone,
-        "x_handle": record.x_handle,
-        "status": record.status or "active",
-        "attrs": record.attrs,
-        "created_at": now,
-        "updated_at": now,
-    }
+from outreach.domain.contact import Contact, email_key, suppression_hash
 
 
 class SqlContactStore:

@@ -71,8 +71,9 @@ contacts = Table(
     Column("attrs", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    Index(None, "kind", "country"),
-    Index(None, "country"),
+    # country first: serves country:X alone and country:X kind:Y (a kind alone is
+    # too unselective for an index to help)
+    Index(None, "country", "kind"),
 )
 
 contact_tags = Table(
@@ -86,6 +87,7 @@ contact_tags = Table(
     ),
     Column("tag", String(64), primary_key=True),
     Index(None, "tag", "contact_id"),
+    sqlite_with_rowid=False,
 )
 
 suppressions = Table(

@@ -37,8 +37,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_contacts"),
         sa.UniqueConstraint("email_key", name="uq_contacts_email_key"),
     )
-    op.create_index("ix_contacts_kind_country", "contacts", ["kind", "country"])
-    op.create_index("ix_contacts_country", "contacts", ["country"])
+    op.create_index("ix_contacts_country_kind", "contacts", ["country", "kind"])
     op.create_table(
         "contact_tags",
         sa.Column("contact_id", sa.Integer, nullable=False),
@@ -50,6 +49,7 @@ def upgrade() -> None:
             name="fk_contact_tags_contact_id_contacts",
             ondelete="CASCADE",
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_contact_tags_tag_contact_id", "contact_tags", ["tag", "contact_id"])
     op.create_table(
@@ -65,6 +65,5 @@ def downgrade() -> None:
     op.drop_table("suppressions")
     op.drop_index("ix_contact_tags_tag_contact_id", "contact_tags")
     op.drop_table("contact_tags")
-    op.drop_index("ix_contacts_country", "contacts")
-    op.drop_index("ix_contacts_kind_country", "contacts")
+    op.drop_index("ix_contacts_country_kind", "contacts")
     op.drop_table("contacts")

@@ -1,0 +1,211 @@
+"""Import speed: `outreach contacts import` of 1,000,000 generated contacts against the
+sqlite3 shell's `.import` of the same CSV into a bare table, measured in the same run.
+
+Prints rows/s for both, their ratio, the import's peak RSS (main process and the
+whole process tree with its validation workers), and how long a segment count takes
+on the 1M-contact store.
+
+Run: make bench   (or .venv/bin/python bench/import_contacts.py [--rows N])
+Needs the sqlite3 command-line shell (Debian package sqlite3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+COUNTRIES = [
+    "FJ",
+    "WS",
+    "TO",
+    "VU",
+    "SB",
+    "PG",
+    "KI",
+    "CK",
+    "NU",
+    "TV",
+    "TR",
+    "CH",
+    "US",
+    "GB",
+    "FR",
+    "DE",
+    "ES",
+    "IT",
+    "BR",
+    "MX",
+    "IN",
+    "CN",
+    "JP",
+    "KR",
+    "ZA",
+    "NG",
+    "KE",
+    "EG",
+    "AE",
+    "SA",
+    "RU",
+    "CA",
+    "AU",
+    "NZ",
+    "SG",
+    "MY",
+    "ID",
+    "PH",
+    "TH",
+    "SE",
+]
+KINDS = ["industry"] * 6 + ["partner", "media", "government", "civil-society", "academia"]
+SECTORS = ["mobile operator", "ISP", "content provider", "device maker", "broadcaster"]
+LANGS = ["en", "fr", "es", "tr", "sm", "to", "pt-BR", "ar", "zh"]
+
+
+def generate(path: Path, rows: int) -> None:
+    rng = random.Random(1)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("email,name,organization,kind,sector,country,language,tags,membership\n")
+        lines = []
+        for i in range(rows):
+            country = rng.choice(COUNTRIES)
+            lines.append(
+                f"person{i}@org{i % 5000}.example.org,Person Number {i},Organisation {i % 5000},"
+                f"{rng.choice(KINDS)},{rng.choice(SECTORS)},{country},{rng.choice(LANGS)},"
+                f'"cop-2014, batch-{i % 7}",itu-sector\n'
+            )
+            if len(lines) >= 10000:
+                handle.writelines(lines)
+                lines = []
+        handle.writelines(lines)
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(RSS of pid, RSS of pid and all its descendants), in bytes."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(ppid, []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        stack.extend(children.get(p, []))
+    return rss.get(pid, 0), total
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    peaks = [0, 0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            main, tree = tree_rss(proc.pid)
+            peaks[0], peaks[1] = max(peaks[0], main), max(peaks[1], tree)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    elapsed = time.perf_counter() - start
+    sampler.join()
+    if proc.returncode:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{out}")
+    return elapsed, peaks[0], peaks[1], out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    sqlite3_shell = shutil.which("sqlite3")
+    if not sqlite3_shell:
+        sys.exit("the sqlite3 shell is needed: apt-get install sqlite3")
+    outreach = str(Path(sys.executable).with_name("outreach"))
+    work = Path(tempfile.mkdtemp(prefix="outreach-bench-"))
+    try:
+        csv_path = work / "contacts.csv"
+        t = time.perf_counter()
+        generate(csv_path, args.rows)
+        print(
+            f"generated {args.rows:,} rows ({csv_path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t:.1f} s"
+        )
+
+        ref_db = work / "reference.db"
+        ref_cmd = [sqlite3_shell, str(ref_db), ".mode csv", f".import {csv_path} contacts"]
+        ref_time, _, _, _ = run_measured(ref_cmd, dict(os.environ))
+        ref_rate = args.rows / ref_time
+
+        env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_WORKSPACE": str(work / "ws")}
+        (work / "ws").mkdir()
+        imp_time, main_rss, tree_peak, out = run_measured(
+            [outreach, "contacts", "import", str(csv_path)], env
+        )
+        imp_rate = args.rows / imp_time
+        if f"{args.rows:,}" not in out:
+            sys.exit(f"the import did not insert every row:\n{out}")
+
+        # A segment count on the full store, in-process (the query, not Python's start-up).
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from outreach.app import build
+        from outreach.config import load_settings
+        from outreach.domain.audience import parse
+
+        services = build(load_settings(work / "ws", env={}))
+        expr = parse("kind:industry country:FJ")
+        services.contacts.count(expr)
+        times = []
+        for _ in range(20):
+            t = time.perf_counter()
+            n = services.contacts.count(expr)
+            times.append(time.perf_counter() - t)
+        services.close()
+        cli_time, _, _, _ = run_measured(
+            [outreach, "contacts", "count", "--where", "kind:industry country:FJ"], env
+        )
+
+        print()
+        print(f"sqlite3 .import (reference)     {ref_rate:>10,.0f} rows/s   {ref_time:6.2f} s")
+        print(
+            f"outreach contacts import        {imp_rate:>10,.0f} rows/s   {imp_time:6.2f} s   (full validation)"
+        )
+        print(
+            f"ratio outreach / .import        {imp_rate / ref_rate:>10.3f}             (target >= 0.15)"
+        )
+        print(
+            f"peak RSS, import process        {main_rss / 2**20:>10.0f} MB            (target < 200 MB)"
+        )
+        print(f"peak RSS, with its workers      {tree_peak / 2**20:>10.0f} MB")
+        print(
+            f"count kind:industry country:FJ  {statistics.median(times) * 1000:>10.1f} ms   = {n:,} contacts (median of 20; target < 50 ms)"
+        )
+        print(
+            f"  the same through the CLI      {cli_time * 1000:>10.0f} ms            (including Python start-up)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
