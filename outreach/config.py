@@ -25,6 +25,8 @@ _SOURCES = {
     "reply_to": ("OUTREACH_REPLY_TO", "email.reply_to", False),
     "rate_per_second": ("OUTREACH_RATE_PER_SECOND", "email.rate_per_second", False),
     "rate_per_hour": ("OUTREACH_RATE_PER_HOUR", "email.rate_per_hour", False),
+    "public_url": ("OUTREACH_PUBLIC_URL", "web.public_url", False),
+    "secret_key": ("OUTREACH_SECRET_KEY", "web.secret_key", True),
 }
 _FILE_KEYS = {key for _env, key, _secret in _SOURCES.values()}
 
@@ -38,6 +40,8 @@ class Settings:
     reply_to: str | None = None
     rate_per_second: float = 50.0
     rate_per_hour: int = 100_000
+    public_url: str = "http://127.0.0.1:8000"  # where unsubscribe and view-online links point
+    secret_key: str | None = None  # signs those links; see links.secret_key
     origin: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
     @property
@@ -51,7 +55,7 @@ class Settings:
             value = getattr(self, name)
             shown = "" if value is None else str(value)
             if secret and value:
-                shown = redact(value)
+                shown = "***" if name == "secret_key" else redact(value)
             rows.append((name, shown, self.origin.get(name, "default")))
         return rows
 
@@ -115,9 +119,9 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             origin[name] = f"env {env_name}"
         elif key in file_values:
             value = file_values[key]
-            if secret and isinstance(value, str) and _has_password(value):
+            if name == "secret_key" or (secret and isinstance(value, str) and _has_password(value)):
                 raise ConfigError(
-                    f"{path}: {key} holds a password",
+                    f"{path}: {key} holds a secret",
                     hint=f"secrets never go in files; set {env_name} in the environment instead",
                 )
             values[name] = value

@@ -56,9 +56,7 @@ def test_settings_file_errors_name_the_file_and_fix(workspace: Path) -> None:
     )
     (workspace / "outreach.toml").write_text('[smtp]\nurl = "smtp://u:hunter2@relay:25"\n')
     out = cli("config", ok=False).output
-    assert (
-        "smtp.url holds a password" in out and "OUTREACH_SMTP_URL" in out and "hunter2" not in out
-    )
+    assert "smtp.url holds a secret" in out and "OUTREACH_SMTP_URL" in out and "hunter2" not in out
     (workspace / "outreach.toml").write_text("[email\n")
     assert "outreach.toml" in cli("config", ok=False).output
 

@@ -49,3 +49,19 @@ class NotFoundError(OutreachError):
 
 class DatabaseError(OutreachError):
     """The database cannot be opened or migrated."""
+
+
+class TemplateError(OutreachError):
+    """A template cannot be compiled or rendered; names the file and line."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 hint: str | None = None) -> None:  # fmt: skip
+        where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+        super().__init__(f"{where}{message}", hint=hint)
+        self.file = file
+        self.line = line
+        self.detail = message
+
+
+class TemplateSecurityError(TemplateError):
+    """A template tried to reach something the sandbox forbids."""

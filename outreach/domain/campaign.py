@@ -1,0 +1,88 @@
+"""What templates know of a campaign: its name, launch moment and links.
+
+Read from the ``campaign`` part of a plan file (``schedules/NAME.yaml``); the
+plan's waves and steps are ``outreach.domain.plan``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from outreach.domain.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class CampaignInfo:
+    id: str
+    name: str
+    launch: datetime  # aware, in the launch's zone
+    links: dict[str, str] = field(default_factory=dict)
+    language: str = "en"  # of the default template variants
+
+    @property
+    def zone(self) -> str:
+        return str(self.launch.tzinfo)
+
+    def context(self, contact_zone: str | None) -> dict[str, Any]:
+        """The ``campaign`` value templates see, for a recipient in ``contact_zone``."""
+        local = self.launch
+        if contact_zone:
+            with contextlib.suppress(ZoneInfoNotFoundError):
+                local = self.launch.astimezone(ZoneInfo(contact_zone))
+        return {
+            "id": self.id,
+            "name": self.name,
+            "launch": self.launch,
+            "launch_local": local,
+            "launch_utc": self.launch.astimezone(UTC),
+            "timezone": self.zone,
+            "links": dict(self.links),
+        }
+
+
+def parse_launch(text: str, *, source: str = "plan") -> datetime:
+    """``2014-09-05 10:00 Europe/Istanbul`` -> an aware datetime in that zone."""
+    parts = str(text).split()
+    if len(parts) != 3:
+        raise InputFileError(
+            f"{source}: launch {text!r} is not 'YYYY-MM-DD HH:MM Zone/Name'",
+            hint="for example: launch: 2014-09-05 10:00 Europe/Istanbul",
+        )
+    try:
+        zone = ZoneInfo(parts[2])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InputFileError(f"{source}: unknown time zone {parts[2]!r} in launch") from None
+    try:
+        naive = datetime.fromisoformat(f"{parts[0]} {parts[1]}")
+    except ValueError:
+        raise InputFileError(f"{source}: launch {text!r} has no valid date and time") from None
+    return naive.replace(tzinfo=zone)
+
+
+def campaign_from_plan(data: dict[str, Any], *, source: str) -> CampaignInfo:
+    head = data.get("campaign")
+    if not isinstance(head, dict):
+        raise InputFileError(
+            f"{source}: no 'campaign:' section", hint="campaign: {id: ..., name: ...}"
+        )
+    for key in ("id", "name"):
+        if not head.get(key):
+            raise InputFileError(f"{source}: campaign.{key} is missing")
+    if "launch" not in data:
+        raise InputFileError(
+            f"{source}: no 'launch:' line", hint="launch: 2014-09-05 10:00 Europe/Istanbul"
+        )
+    links = data.get("links") or {}
+    if not isinstance(links, dict):
+        raise InputFileError(f"{source}: links must be name: URL pairs")
+    return CampaignInfo(
+        id=str(head["id"]),
+        name=str(head["name"]),
+        launch=parse_launch(data["launch"], source=source),
+        links={str(k): str(v) for k, v in links.items()},
+        language=str(head.get("language") or "en"),
+    )
