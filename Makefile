@@ -20,6 +20,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
+	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import_contacts.py
 
 clean:
