@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 
+from outreach.channels.maildir import MaildirServer
+from outreach.channels.smtp import SmtpPool, parse_smtp_url
 from outreach.config import Settings
 from outreach.db.contacts import SqlContactStore
 from outreach.db.engine import open_database
-from outreach.ports import ContactStore
+from outreach.db.outbox import SqlOutbox
+from outreach.dispatch import Dispatcher, SendPolicy, Stats
+from outreach.domain.campaign import CampaignInfo
+from outreach.links import Links
+from outreach.plans import plan_files, read_plan
+from outreach.ports import ContactStore, Outbox
+from outreach.templating import TemplateLibrary
 
 
 @dataclass
@@ -17,12 +29,71 @@ class Services:
     settings: Settings
     engine: Engine
     contacts: ContactStore
+    outbox: Outbox
+    _campaigns: dict[str, CampaignInfo] = field(default_factory=dict)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @cached_property
+    def templates(self) -> TemplateLibrary:
+        return TemplateLibrary(self.settings.workspace / "templates")
+
+    @cached_property
+    def links(self) -> Links:
+        return Links(self.settings)
+
+    def campaign(self, campaign_id: str) -> CampaignInfo:
+        """The campaign of that id from schedules/, or a bare one for ad-hoc sends."""
+        if not self._campaigns:
+            from outreach.domain.campaign import campaign_from_plan
+
+            for path in plan_files(self.settings.workspace):
+                info = campaign_from_plan(read_plan(path), source=str(path))
+                self._campaigns[info.id] = info
+        if campaign_id in self._campaigns:
+            return self._campaigns[campaign_id]
+        from datetime import UTC, datetime
+
+        return CampaignInfo(campaign_id, campaign_id, datetime.now(UTC))
+
+    @contextmanager
+    def email_channel(self, maildir: Path | None = None) -> Iterator[tuple[SmtpPool, str]]:
+        """The SMTP relay of OUTREACH_SMTP_URL or else (and always with ``maildir``)
+        the local Maildir target: a real SMTP server on 127.0.0.1 that keeps messages
+        in ``.outreach/outbox/``. Yields the pool and a description safe to show."""
+        if self.settings.smtp_url and maildir is None:
+            target = parse_smtp_url(self.settings.smtp_url)
+            yield SmtpPool(target), target.safe_url
+            return
+        folder = maildir or self.settings.state_dir / "outbox"
+        with MaildirServer(folder) as server:
+            pool = SmtpPool(parse_smtp_url(server.url))
+            pool.local = True
+            note = "" if maildir else " (no OUTREACH_SMTP_URL set)"
+            yield pool, f"the local Maildir {folder}{note}"
+
+    def dispatcher(self, channel: SmtpPool, *, on_progress=None) -> Dispatcher:  # type: ignore[no-untyped-def]
+        s = self.settings
+        # A relay's limits do not apply to the local Maildir target.
+        per_second = 100_000.0 if channel.local else s.rate_per_second
+        per_hour = 10**9 if channel.local else s.rate_per_hour
+        return Dispatcher(
+            self.outbox, self.templates, channel,
+            campaign_for=self.campaign,
+            urls_for=lambda campaign, step, contact_id: self.links.for_contact(campaign, step, contact_id),
+            sender=s.sender, reply_to=s.reply_to,
+            policy=SendPolicy(per_second=per_second, per_hour=per_hour),
+            on_progress=on_progress,
+        )  # fmt: skip
 
 
 def build(settings: Settings) -> Services:
     """Open (and if needed create or upgrade) the database and wire the services."""
     engine = open_database(settings.database_url)
-    return Services(settings=settings, engine=engine, contacts=SqlContactStore(engine))
+    return Services(
+        settings=settings, engine=engine, contacts=SqlContactStore(engine), outbox=SqlOutbox(engine)
+    )
+
+
+__all__ = ["Services", "Stats", "build"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from outreach.domain.audience import Expr
@@ -55,3 +56,91 @@ class ContactStore(Protocol):
     def delete(
         self, expr: Expr, *, erase: bool = False, reason: str = "erased on request"
     ) -> int: ...
+
+
+# -- the outbox ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    id: int
+    campaign: str
+    key: str
+    channel: str
+    template: str
+    audience: str
+    send_at: datetime
+    status: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for sending, with its contact as it is now."""
+
+    delivery_id: int
+    step_id: int
+    attempts: int
+    uncertain: bool
+    contact: Contact
+
+    @classmethod
+    def from_row(cls, r: Any) -> Claimed:
+        contact = Contact(
+            id=r.contact_id, email=r.email, name=r.name, organization=r.organization,
+            kind=r.kind, sector=r.sector, country=r.country, language=r.language,
+            timezone=r.timezone, x_handle=r.x_handle, status=r.status, tags=(),
+            attrs=dict(r.attrs or {}), created_at=r.created_at, updated_at=r.updated_at,
+        )  # fmt: skip
+        return cls(r.id, r.step_id, r.attempts, bool(r.uncertain), contact)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed delivery: its new status and the log event."""
+
+    delivery_id: int
+    step_id: int
+    contact_id: int
+    status: str  # sent | deferred | failed | skipped
+    event: str  # sent | deferred | failed | skipped
+    detail: dict[str, Any]
+    message_id: str | None = None
+    error: str | None = None
+    next_attempt: datetime | None = None
+    bounce: bool = False  # the address does not exist: the contact becomes bounced
+
+
+class Outbox(Protocol):
+    def ensure_step(self, *, campaign: str, key: str, channel: str, template: str, audience: str,
+                    send_at: datetime, settings: dict[str, Any] | None = None) -> StepInfo: ...  # fmt: skip
+    def step(self, step_id: int) -> StepInfo: ...
+    def steps(self, campaign: str | None = None) -> list[StepInfo]: ...
+    def set_step_status(self, step_id: int, status: str, reason: str) -> None: ...
+    def materialize(self, step: StepInfo, *, batch: int = 20_000) -> int: ...
+    def recover(self) -> int: ...
+    def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]: ...
+    def record(self, outcomes: Sequence[Outcome]) -> None: ...
+    def next_due(self, channel: str) -> datetime | None: ...
+    def counts(self, step_id: int | None = None, campaign: str | None = None) -> dict[str, int]: ...
+    def events(self, *, campaign: str | None = None, step_key: str | None = None,
+               event: str | None = None, email: str | None = None, limit: int = 50,
+               since: datetime | None = None) -> list[dict[str, Any]]: ...  # fmt: skip
+    def sent_since(self, channel: str, since: datetime) -> int: ...
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """A channel's answer for one message."""
+
+    ok: bool
+    permanent: bool = False  # a failure that no retry can mend
+    code: int | None = None
+    text: str = ""
+    bounce: bool = False  # no such mailbox
+    duration_ms: float = 0.0
+
+
+class EmailChannel(Protocol):
+    async def send(self, sender: str, recipient: str, message: bytes) -> SendResult: ...
+    async def close(self) -> None: ...

@@ -155,7 +155,7 @@ def test_schema_is_created_once_and_current(database_url: str) -> None:
     engine = open_database(database_url)
     open_database(database_url).dispose()  # a second open upgrades nothing
     try:
-        assert current_revisions(engine) == {"0001"}
+        assert current_revisions(engine) == {"0002"}
         tables = set(inspect(engine).get_table_names())
         assert {"contacts", "contact_tags", "suppressions", "alembic_version"} <= tables
         indexes = {i["name"] for i in inspect(engine).get_indexes("contacts")}
@@ -180,3 +180,20 @@ def test_new_contacts_get_their_own_tags_after_deletions(store: SqlContactStore)
     assert store.get("h@example.org").tags == ("h1", "h2")
     assert "existing-updated" in store.get("ana@example.org").tags
     assert store.count(parse("tag:f-tag,h1")) == 2
+
+
+def test_upgrading_from_the_first_schema_keeps_the_contacts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alembic import command
+
+    from outreach.db.engine import _alembic_config, make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0001")
+    store = SqlContactStore(engine)
+    with store.writer() as writer:
+        writer.write([normalize_contact(PEOPLE[0])])
+    assert upgrade(engine) == ({"0001"}, {"0002"})
+    assert store.get("ana@example.org").name == "Ana Tuilagi"
+    engine.dispose()

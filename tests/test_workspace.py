@@ -73,10 +73,10 @@ def test_db_is_created_on_first_use_with_wal_and_foreign_keys(cli: Cli, workspac
     assert db.exists()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
-    assert "schema is current (0001)" in cli("db", "upgrade").stdout
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+    assert "schema is current (0002)" in cli("db", "upgrade").stdout
     fresh = Cli(workspace.parent / "other")
-    assert "upgraded empty -> 0001" in fresh("db", "upgrade").stdout
+    assert "upgraded empty -> 0002" in fresh("db", "upgrade").stdout
 
 
 def test_unreachable_database_is_a_clear_error(workspace: Path) -> None:
@@ -89,7 +89,18 @@ def test_unreachable_database_is_a_clear_error(workspace: Path) -> None:
 
 
 def test_every_command_has_help_with_an_example(cli: Cli) -> None:
-    commands = [["init"], ["config"], ["db", "upgrade"], ["demo"]] + [
+    commands = [
+        ["init"],
+        ["config"],
+        ["db", "upgrade"],
+        ["demo"],
+        ["templates", "check"],
+        ["preview"],
+        ["send"],
+        ["run"],
+        ["log"],
+        ["resume"],
+    ] + [
         ["contacts", c]
         for c in (
             "import",
@@ -112,7 +123,8 @@ def test_demo_runs_from_the_console_script(tmp_path: Path) -> None:
     env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_WORKSPACE": ""}
     work = tmp_path / "ws"
     work.mkdir()
-    (work / "contacts").symlink_to(ROOT / "contacts")
+    for folder in ("contacts", "templates", "schedules"):
+        (work / folder).symlink_to(ROOT / folder)
     result = subprocess.run(
         [str(exe), "-w", str(work), "demo"], capture_output=True, text=True, env=env, timeout=120
     )
@@ -120,3 +132,5 @@ def test_demo_runs_from_the_console_script(tmp_path: Path) -> None:
     assert "inserted" in result.stdout and "830" in result.stdout
     assert "industry in Pacific Island countries" in result.stdout
     assert (work / ".outreach" / "demo" / "outreach.db").exists()
+    assert "delivery log: sent 700" in result.stdout
+    assert len(list((work / ".outreach" / "demo" / "outbox" / "new").iterdir())) == 700

@@ -73,6 +73,54 @@ def db_upgrade(ctx: typer.Context) -> None:
         )
 
 
+def _demo_send(services, demo_dir: Path, console) -> None:  # type: ignore[no-untyped-def]
+    """The industry email to every industry member, over real SMTP to a local Maildir."""
+    import asyncio
+    import mailbox
+    from datetime import UTC, datetime
+    from email import policy
+    from email.parser import BytesParser
+
+    from outreach.plans import campaign_for
+
+    campaign = campaign_for(services.settings.workspace)
+    step = services.outbox.ensure_step(
+        campaign=campaign.id, key="demo-industry-email", channel="email", template="cop-industry",
+        audience="kind:industry", send_at=datetime.now(UTC),
+    )  # fmt: skip
+    queued = services.outbox.materialize(step)
+    console.rule("Sending the industry email")
+    folder = demo_dir / "outbox"
+    with services.email_channel(maildir=folder) as (channel, where):
+        console.print(f"{queued:,} deliveries queued; sending over SMTP to {escape(where)}")
+        started = datetime.now(UTC)
+
+        async def send_all():  # type: ignore[no-untyped-def]
+            try:
+                return await services.dispatcher(channel).run(until_idle=True)
+            finally:
+                await channel.close()
+
+        stats = asyncio.run(send_all())
+        seconds = (datetime.now(UTC) - started).total_seconds()
+    counts = services.outbox.counts(step_id=step.id)
+    console.print(
+        f"delivery log: {', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))} "
+        f"in {seconds:.1f} s ({stats.sent / max(seconds, 1e-9):,.0f} messages/s)"
+    )
+    box = mailbox.Maildir(folder, create=False)
+    key = next(iter(box.keys()))
+    message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
+    console.print(f"{len(box):,} messages in {escape(str(folder))}; one of them:")
+    for header in ("From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
+        console.print(f"  {header}: {escape(str(message[header]))}")
+    for event in services.outbox.events(event="sent", limit=3):
+        console.print(
+            f"  {event['at']:%H:%M:%S} sent to {escape(event['email'])}: {event['detail']['code']} "
+            f"{escape(event['detail']['reply'][:40])}"
+        )
+
+
 DEMO_SEGMENTS = (
     ("industry members", "kind:industry"),
     ("industry in Pacific Island countries", "kind:industry country:FJ,WS,TO,VU,SB,PG,KI,CK,NU,TV"),
@@ -125,9 +173,10 @@ def demo(ctx: typer.Context) -> None:
             n = services.contacts.count(audience.parse(expr))
             table.add_row(label, escape(expr), f"{n:,}")
         console.print(table)
+        _demo_send(services, demo_dir, console)
     finally:
         services.close()
     console.print(
         "Explore it: OUTREACH_DATABASE_URL=sqlite:///"
-        f"{escape(str(demo_dir / 'outreach.db'))} .venv/bin/outreach contacts list --where kind:media"
+        f"{escape(str(demo_dir / 'outreach.db'))} .venv/bin/outreach log --event sent"
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -96,4 +97,53 @@ suppressions = Table(
     Column("email_hash", String(64), primary_key=True),
     Column("reason", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# -- the outbox ----------------------------------------------------------------------
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("campaign", String(100), nullable=False),
+    Column("key", String(200), nullable=False),  # unique within the campaign
+    Column("channel", String(20), nullable=False),  # email | x | press
+    Column("template", String(200), nullable=False),
+    Column("audience", Text, nullable=False),  # segment expression
+    Column("send_at", UTCDateTime, nullable=False),
+    Column("status", String(20), nullable=False),  # active | paused | cancelled
+    Column("settings", JSON, nullable=False),  # rate limits, sender, plan details
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("campaign", "key"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("step_id", Integer, ForeignKey("steps.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    # queued | sending | sent | deferred | failed | skipped
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("uncertain", Integer, nullable=False, server_default="0"),  # may have been sent twice
+    Column("message_id", String(250)),
+    Column("last_error", Text),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("step_id", "contact_id"),
+    Index(None, "status", "due_at"),
+)
+
+delivery_events = Table(
+    "delivery_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("step_id", Integer, ForeignKey("steps.id", ondelete="CASCADE"), nullable=False),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="CASCADE")),
+    Column("at", UTCDateTime, nullable=False),
+    Column("event", String(20), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Index(None, "delivery_id"),
+    Index(None, "step_id", "event"),
 )

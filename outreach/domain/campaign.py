@@ -22,6 +22,8 @@ class CampaignInfo:
     launch: datetime  # aware, in the launch's zone
     links: dict[str, str] = field(default_factory=dict)
     language: str = "en"  # of the default template variants
+    sender: str | None = None  # From, e.g. "COP team <cop@example.org>"
+    reply_to: str | None = None
 
     @property
     def zone(self) -> str:
@@ -85,4 +87,6 @@ def campaign_from_plan(data: dict[str, Any], *, source: str) -> CampaignInfo:
         launch=parse_launch(data["launch"], source=source),
         links={str(k): str(v) for k, v in links.items()},
         language=str(head.get("language") or "en"),
+        sender=str(head["from"]) if head.get("from") else None,
+        reply_to=str(head["reply_to"]) if head.get("reply_to") else None,
     )

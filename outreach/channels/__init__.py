@@ -1,0 +1,1 @@
+"""Channels: how a message leaves outreach (SMTP, the local Maildir target, X, press)."""

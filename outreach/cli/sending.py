@@ -1,0 +1,279 @@
+"""``outreach send``, ``run``, ``log`` and ``resume``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from outreach.app import Services
+from outreach.cli.common import State, err_console, out_console, progress_wanted
+from outreach.domain import audience
+from outreach.domain.campaign import parse_launch
+from outreach.domain.errors import InputFileError, OutreachError
+from outreach.plans import plan_files, read_plan
+from outreach.templating import check_templates
+
+
+def register(app: typer.Typer) -> None:
+    app.command("send")(send)
+    app.command("run")(run)
+    app.command("log")(log)
+    app.command("resume")(resume)
+
+
+def _parse_at(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text)
+        if value.tzinfo is None:
+            raise InputFileError(
+                f"--at {text!r} has no time zone",
+                hint="2014-09-05T10:00+03:00 or '2014-09-05 10:00 Europe/Istanbul'",
+            )
+        return value.astimezone(UTC)
+    except ValueError:
+        return parse_launch(text, source="--at").astimezone(UTC)
+
+
+def _default_campaign(services: Services) -> str:
+    files = plan_files(services.settings.workspace)
+    if len(files) == 1:
+        head = read_plan(files[0]).get("campaign") or {}
+        if head.get("id"):
+            return str(head["id"])
+    return "adhoc"
+
+
+def _drain(
+    services: Services, *, label: str, stop: asyncio.Event | None = None, until_idle: bool = True
+) -> None:
+    """Run the sender (in the foreground) with a progress line, then return."""
+    console = err_console()
+    progress = (
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn(
+                "sent {task.fields[sent]} · failed {task.fields[failed]} · deferred {task.fields[deferred]} · {task.fields[rate]:.0f}/s"
+            ),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        if progress_wanted()
+        else None
+    )
+    task = (
+        progress.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0)
+        if progress
+        else None
+    )
+
+    def on_progress(stats) -> None:  # type: ignore[no-untyped-def]
+        if progress is not None and task is not None:
+            progress.update(
+                task, sent=stats.sent, failed=stats.failed, deferred=stats.deferred, rate=stats.rate
+            )
+
+    async def main() -> None:
+        with services.email_channel() as (channel, where):
+            console.print(f"sending through {escape(where)}")
+            dispatcher = services.dispatcher(channel, on_progress=on_progress)
+            halt = stop or asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, halt.set)
+            try:
+                await dispatcher.run(stop=halt, until_idle=until_idle)
+            finally:
+                await channel.close()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+
+    if progress:
+        with progress:
+            asyncio.run(main())
+    else:
+        asyncio.run(main())
+
+
+def send(
+    ctx: typer.Context,
+    template: Annotated[str, typer.Argument(help="Email template name, e.g. cop-industry.")],
+    where: Annotated[str, typer.Option("--where", "-W", help="Who gets it: a segment expression.")],
+    campaign: Annotated[
+        str | None, typer.Option(help="Campaign id for the log (default: the plan's).")
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="When: '2014-09-05 10:00 Europe/Istanbul' or ISO 8601 (default: now)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Send an email template to a segment now (or at --at), through the outbox.
+
+    Example: outreach send cop-industry --where "kind:industry sector:'mobile operator' country:FJ"
+    """
+    state: State = ctx.obj
+    services = state.services
+    expr = audience.and_(audience.parse(where), audience.Term("status", ("active",)))
+    services.templates.variants(template, "email")
+    campaign_id = campaign or _default_campaign(services)
+    count = services.contacts.count(expr)
+    if count == 0:
+        raise OutreachError(
+            f"nobody active matches {where!r}; nothing to send",
+            hint=f'outreach contacts count --where "{where}"',
+        )
+    sample = services.contacts.find(expr, limit=5)
+    console = out_console()
+    console.print(
+        f"[bold]{escape(template)}[/] to [bold]{count:,}[/] contact(s) matching {escape(where)}, e.g.:"
+    )
+    for c in sample:
+        console.print(
+            f"  {escape(c.email)}  {escape(c.name or '')}  {escape(c.organization or '')}  [{c.language or '-'}]"
+        )
+    report = check_templates(
+        services.templates, services.campaign(campaign_id), services.contacts.find(expr, limit=50),
+        names=[f"{template}.email"],
+        urls_for=lambda c: services.links.for_contact(campaign_id, "check", c.id),
+    )  # fmt: skip
+    errors = [f for f in report.findings if f.level == "error"]
+    if errors:
+        for f in errors:
+            console.print(f"[red]{escape(str(f))}[/]")
+        raise OutreachError(
+            "the template has errors for this audience; nothing was sent",
+            hint=f"outreach templates check {template}",
+        )
+    when = _parse_at(at)
+    if not yes and not typer.confirm(f"Send to {count:,} contact(s)?", err=True):
+        raise typer.Exit(1)
+    key = f"send-{template}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    step = services.outbox.ensure_step(
+        campaign=campaign_id, key=key, channel="email", template=template, audience=where, send_at=when,
+    )  # fmt: skip
+    queued = services.outbox.materialize(step)
+    console.print(
+        f"queued {queued:,} delivery(ies) as step {escape(key)} of campaign {escape(campaign_id)}"
+    )
+    if when > datetime.now(UTC):
+        console.print(f"due at {when:%Y-%m-%d %H:%M} UTC: 'outreach run' sends it then")
+        return
+    _drain(services, label=f"sending {template}")
+    _summary(services, step.id)
+
+
+def _summary(services: Services, step_id: int) -> None:
+    counts = services.outbox.counts(step_id=step_id)
+    parts = [f"{status} {n:,}" for status, n in sorted(counts.items())]
+    out_console().print("delivery log: " + ", ".join(parts))
+
+
+def run(
+    ctx: typer.Context,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop when nothing is due.")
+    ] = False,
+) -> None:
+    """Send what is due, and keep sending as more falls due (Ctrl-C stops after the
+    messages in flight).
+
+    Example: outreach run
+    """
+    state: State = ctx.obj
+    services = state.services
+    recovered = services.outbox.recover()
+    if recovered:
+        err_console().print(
+            f"{recovered} delivery(ies) were being sent when the last sender stopped: sending again, marked uncertain"
+        )
+    _drain(services, label="sending", until_idle=until_idle)
+
+
+def log(
+    ctx: typer.Context,
+    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
+    step: Annotated[str | None, typer.Option(help="Only this step.")] = None,
+    event: Annotated[
+        str | None,
+        typer.Option(help="Only this event: sent, failed, deferred, skipped, uncertain..."),
+    ] = None,
+    contact: Annotated[str | None, typer.Option(help="Only this contact (email address).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many events (the latest).")] = 50,
+) -> None:
+    """Who got what, when, and what failed and why.
+
+    Example: outreach log --campaign cop-2014 --event failed
+    """
+    state: State = ctx.obj
+    outbox = state.services.outbox
+    console = out_console()
+    summary = Table(title="Steps", title_justify="left")
+    for column in ("campaign", "step", "channel", "template", "due (UTC)", "status", "deliveries"):
+        summary.add_column(column)
+    for s in outbox.steps(campaign):
+        if step and s.key != step:
+            continue
+        counts = outbox.counts(step_id=s.id)
+        summary.add_row(
+            escape(s.campaign), escape(s.key), s.channel, escape(s.template),
+            f"{s.send_at:%Y-%m-%d %H:%M}", s.status,
+            ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-",
+        )  # fmt: skip
+    console.print(summary)
+    events = outbox.events(
+        campaign=campaign, step_key=step, event=event, email=contact, limit=limit
+    )
+    table = Table(title=f"Events (latest {len(events)})", title_justify="left")
+    for column in ("at (UTC)", "step", "contact", "event", "detail"):
+        table.add_column(column, overflow="fold")
+    for e in events:
+        table.add_row(
+            f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), escape(e["email"] or ""),
+            e["event"], escape(_detail(e["detail"])),
+        )  # fmt: skip
+    console.print(table)
+
+
+def _detail(detail: dict) -> str:
+    keys = (
+        "reason",
+        "code",
+        "reply",
+        "next_attempt",
+        "message_id",
+        "duration_ms",
+        "uncertain",
+        "bounce",
+        "attempt",
+    )
+    return "; ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))
+
+
+def resume(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign id.")],
+    step: Annotated[str | None, typer.Option(help="Only this step.")] = None,
+) -> None:
+    """Continue a campaign's paused steps.
+
+    Example: outreach resume cop-2014
+    """
+    state: State = ctx.obj
+    outbox = state.services.outbox
+    resumed = 0
+    for s in outbox.steps(campaign):
+        if s.status == "paused" and (step is None or s.key == step):
+            outbox.set_step_status(s.id, "active", "resumed by outreach resume")
+            resumed += 1
+    typer.echo(f"resumed {resumed} step(s) of {campaign}")

@@ -1,0 +1,318 @@
+"""The outbox: steps, one delivery row per (step, contact), and the append-only
+delivery log. Every change of a delivery's status is one transaction together with
+its log event, so the database always says what happened."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, literal, select, update
+
+from outreach.db.models import contacts, deliveries, delivery_events, steps, utcnow
+from outreach.db.segments import where
+from outreach.domain.audience import parse
+from outreach.ports import Claimed, Outcome, StepInfo
+
+_CONTACT_COLUMNS = [
+    contacts.c.email, contacts.c.name, contacts.c.organization, contacts.c.kind, contacts.c.sector,
+    contacts.c.country, contacts.c.language, contacts.c.timezone, contacts.c.x_handle,
+    contacts.c.status, contacts.c.attrs, contacts.c.created_at, contacts.c.updated_at,
+]  # fmt: skip
+
+
+def _step(row: Any) -> StepInfo:
+    return StepInfo(
+        id=row.id, campaign=row.campaign, key=row.key, channel=row.channel,
+        template=row.template, audience=row.audience, send_at=row.send_at,
+        status=row.status, settings=dict(row.settings or {}),
+    )  # fmt: skip
+
+
+@dataclass
+class SqlOutbox:
+    """``ports.Outbox`` on any SQLAlchemy engine."""
+
+    engine: Engine
+
+    def _write(self):  # type: ignore[no-untyped-def]
+        return self.engine.connect().execution_options(write=True)
+
+    # -- steps ---------------------------------------------------------------------
+    def ensure_step(
+        self, *, campaign: str, key: str, channel: str, template: str, audience: str,
+        send_at: datetime, settings: dict[str, Any] | None = None,
+    ) -> StepInfo:  # fmt: skip
+        """The step (campaign, key), made if new; an existing one is returned as it is."""
+        with self._write() as conn, conn.begin():
+            row = conn.execute(
+                select(steps).where(steps.c.campaign == campaign, steps.c.key == key)
+            ).first()
+            if row is None:
+                conn.execute(
+                    insert(steps).values(
+                        campaign=campaign, key=key, channel=channel, template=template,
+                        audience=audience, send_at=send_at, status="active",
+                        settings=settings or {}, created_at=utcnow(),
+                    )
+                )  # fmt: skip
+                row = conn.execute(
+                    select(steps).where(steps.c.campaign == campaign, steps.c.key == key)
+                ).one()
+        return _step(row)
+
+    def step(self, step_id: int) -> StepInfo:
+        with self.engine.connect() as conn:
+            return _step(conn.execute(select(steps).where(steps.c.id == step_id)).one())
+
+    def steps(self, campaign: str | None = None) -> list[StepInfo]:
+        query = select(steps).order_by(steps.c.send_at, steps.c.id)
+        if campaign:
+            query = query.where(steps.c.campaign == campaign)
+        with self.engine.connect() as conn:
+            return [_step(r) for r in conn.execute(query)]
+
+    def set_step_status(self, step_id: int, status: str, reason: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(update(steps).where(steps.c.id == step_id).values(status=status))
+            self._event(conn, step_id, None, status, {"reason": reason})
+
+    # -- materialising -----------------------------------------------------------------
+    def materialize(self, step: StepInfo, *, batch: int = 20_000) -> int:
+        """One queued delivery per active contact in the step's audience; running it
+        again adds nothing. Works through contacts in id ranges of ``batch``, each in
+        its own transaction (each is complete and safe to repeat)."""
+        clause = where(parse(step.audience))
+        added = 0
+        with self.engine.connect() as conn:
+            top = conn.execute(select(func.max(contacts.c.id))).scalar() or 0
+        start = 0
+        while start < top:
+            end = start + batch
+            with self._write() as conn, conn.begin():
+                now = utcnow()
+                before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
+                chosen = (
+                    select(
+                        literal(step.id), contacts.c.id, literal("queued"),
+                        literal(step.send_at, deliveries.c.due_at.type), literal(now, deliveries.c.updated_at.type),
+                    )
+                    .where(
+                        contacts.c.id > start, contacts.c.id <= end, contacts.c.status == "active", clause,
+                        ~select(deliveries.c.id).where(
+                            deliveries.c.step_id == step.id, deliveries.c.contact_id == contacts.c.id
+                        ).exists(),
+                    )
+                    .order_by(contacts.c.id)
+                )  # fmt: skip
+                conn.execute(
+                    insert(deliveries).from_select(
+                        ["step_id", "contact_id", "status", "due_at", "updated_at"], chosen
+                    )
+                )
+                new_rows = and_(deliveries.c.step_id == step.id, deliveries.c.id > before)
+                count = conn.execute(select(func.count()).where(new_rows)).scalar_one()
+                if count:
+                    conn.execute(
+                        insert(delivery_events).from_select(
+                            ["step_id", "delivery_id", "at", "event", "detail"],
+                            select(
+                                literal(step.id), deliveries.c.id,
+                                literal(now, delivery_events.c.at.type), literal("materialized"),
+                                literal({}, delivery_events.c.detail.type),
+                            ).where(new_rows),
+                        )
+                    )  # fmt: skip
+                added += count
+            start = end
+        return added
+
+    # -- sending ---------------------------------------------------------------------
+    def recover(self) -> int:
+        """Deliveries left ``sending`` by a sender that stopped: their outcome is
+        unknown. Email goes again (marked uncertain: the recipient may get it twice);
+        other channels wait for a person (``deliveries retry`` / ``mark-sent``)."""
+        with self._write() as conn, conn.begin():
+            rows = conn.execute(
+                select(deliveries.c.id, deliveries.c.step_id, steps.c.channel)
+                .join(steps, steps.c.id == deliveries.c.step_id)
+                .where(deliveries.c.status == "sending")
+            ).all()
+            now = utcnow()
+            for row in rows:
+                resend = row.channel == "email"
+                conn.execute(
+                    update(deliveries).where(deliveries.c.id == row.id).values(
+                        status="queued" if resend else "uncertain", uncertain=1, due_at=now, updated_at=now,
+                    )
+                )  # fmt: skip
+                self._event(conn, row.step_id, row.id, "uncertain", {
+                    "reason": "the sender stopped while this was being sent; "
+                    + ("sending it again: the recipient may get it twice" if resend
+                       else "not posted again: a person must decide (deliveries retry / mark-sent)"),
+                })  # fmt: skip
+        return len(rows)
+
+    def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries of active steps: each becomes ``sending``
+        (logged) in one transaction before anything is sent."""
+        now = now or utcnow()
+        due = (
+            select(deliveries.c.id)
+            .join(steps, steps.c.id == deliveries.c.step_id)
+            .where(
+                deliveries.c.status.in_(("queued", "deferred")),
+                deliveries.c.due_at <= now,
+                steps.c.status == "active",
+                steps.c.channel == channel,
+            )
+            .order_by(deliveries.c.due_at, deliveries.c.id)
+            .limit(limit)
+        )
+        with self._write() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True, of=deliveries)
+            ids = conn.execute(due).scalars().all()
+            if not ids:
+                return []
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .values(status="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
+            )
+            rows = conn.execute(
+                select(
+                    deliveries.c.id, deliveries.c.step_id, deliveries.c.contact_id,
+                    deliveries.c.attempts, deliveries.c.uncertain, *_CONTACT_COLUMNS,
+                )
+                .join(contacts, contacts.c.id == deliveries.c.contact_id)
+                .where(deliveries.c.id.in_(ids))
+                .order_by(deliveries.c.step_id, deliveries.c.id)
+            ).all()  # fmt: skip
+            conn.execute(
+                insert(delivery_events),
+                [{"step_id": r.step_id, "delivery_id": r.id, "at": now, "event": "sending",
+                  "detail": {"attempt": r.attempts}} for r in rows],
+            )  # fmt: skip
+        return [Claimed.from_row(r) for r in rows]
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Write what happened to claimed deliveries, each with its log event."""
+        if not outcomes:
+            return
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            by_status: dict[str, list[dict]] = {}
+            for o in outcomes:
+                by_status.setdefault(o.status, []).append({
+                    "_id": o.delivery_id, "status": o.status,
+                    "due_at": o.next_attempt or now, "message_id": o.message_id,
+                    "last_error": o.error, "updated_at": now,
+                })  # fmt: skip
+            for rows in by_status.values():
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == bindparam("_id"))
+                    .values(
+                        status=bindparam("status"), due_at=bindparam("due_at"),
+                        message_id=bindparam("message_id"), last_error=bindparam("last_error"),
+                        updated_at=bindparam("updated_at"),
+                    ),
+                    rows,
+                )  # fmt: skip
+            conn.execute(
+                insert(delivery_events),
+                [{"step_id": o.step_id, "delivery_id": o.delivery_id, "at": now,
+                  "event": o.event, "detail": o.detail} for o in outcomes],
+            )  # fmt: skip
+            bounced = [o.contact_id for o in outcomes if o.bounce]
+            if bounced:
+                conn.execute(
+                    update(contacts)
+                    .where(contacts.c.id.in_(bounced), contacts.c.status == "active")
+                    .values(status="bounced", updated_at=now)
+                )
+
+    def next_due(self, channel: str) -> datetime | None:
+        """When the next delivery of an active step falls due."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.min(deliveries.c.due_at))
+                .join(steps, steps.c.id == deliveries.c.step_id)
+                .where(
+                    deliveries.c.status.in_(("queued", "deferred")),
+                    steps.c.status == "active",
+                    steps.c.channel == channel,
+                )
+            ).scalar()
+
+    # -- reading ----------------------------------------------------------------------
+    def counts(self, step_id: int | None = None, campaign: str | None = None) -> dict[str, int]:
+        query = (
+            select(deliveries.c.status, func.count())
+            .join(steps, steps.c.id == deliveries.c.step_id)
+            .group_by(deliveries.c.status)
+        )
+        if step_id is not None:
+            query = query.where(deliveries.c.step_id == step_id)
+        if campaign is not None:
+            query = query.where(steps.c.campaign == campaign)
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).all())  # type: ignore[arg-type]
+
+    def events(
+        self, *, campaign: str | None = None, step_key: str | None = None, event: str | None = None,
+        email: str | None = None, limit: int = 50, since: datetime | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        query = (
+            select(
+                delivery_events.c.id, delivery_events.c.at, delivery_events.c.event,
+                delivery_events.c.detail, steps.c.campaign, steps.c.key.label("step"),
+                contacts.c.email, deliveries.c.attempts,
+            )
+            .join(steps, steps.c.id == delivery_events.c.step_id)
+            .outerjoin(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+            .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id)
+            .order_by(delivery_events.c.id.desc())
+            .limit(limit)
+        )  # fmt: skip
+        conditions = []
+        if campaign:
+            conditions.append(steps.c.campaign == campaign)
+        if step_key:
+            conditions.append(steps.c.key == step_key)
+        if event:
+            conditions.append(delivery_events.c.event == event)
+        if email:
+            conditions.append(func.lower(contacts.c.email) == email.casefold())
+        if since:
+            conditions.append(delivery_events.c.at >= since)
+        if conditions:
+            query = query.where(and_(*conditions))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)][::-1]
+
+    def sent_since(self, channel: str, since: datetime) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(delivery_events)
+                .join(steps, steps.c.id == delivery_events.c.step_id)
+                .where(
+                    delivery_events.c.event == "sent",
+                    delivery_events.c.at >= since,
+                    steps.c.channel == channel,
+                )
+            ).scalar_one()
+
+    @staticmethod
+    def _event(
+        conn: Connection, step_id: int, delivery_id: int | None, event: str, detail: dict
+    ) -> None:
+        conn.execute(
+            insert(delivery_events).values(
+                step_id=step_id, delivery_id=delivery_id, at=utcnow(), event=event, detail=detail
+            )
+        )

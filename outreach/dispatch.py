@@ -1,0 +1,278 @@
+"""The outbox's two halves: a step's audience becomes delivery rows
+(``materialize``), and the sender loop turns due rows into sent, logged email.
+
+The loop claims a batch (each row ``sending`` and logged before anything leaves),
+checks each contact again (someone who unsubscribed since is skipped), renders,
+sends over the channel's pooled connections within the rate limit, and records
+every outcome with its event. A process killed at any instant leaves ``sending``
+rows, which the next start sends again and marks uncertain: nothing is lost, and
+every possible duplicate is in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from urllib.parse import quote
+
+from outreach.domain.campaign import CampaignInfo
+from outreach.domain.errors import ConfigError, TemplateError
+from outreach.domain.mime import StepHeaders, build, message_id
+from outreach.domain.render import EmailTemplate
+from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, SendResult, StepInfo
+from outreach.templating import TemplateLibrary, render_values
+
+UrlsFor = Callable[[str, str, int], dict[str, str]]  # (campaign, step key, contact id) -> urls
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    max_attempts: int = 5
+    backoff_base: float = 30.0  # seconds before the first retry; doubles each time
+    backoff_cap: float = 3600.0
+    error_budget: int = 25  # temporary failures in a row that pause a step
+    batch: int = 200
+    per_second: float = 50.0
+    per_hour: int = 100_000
+
+
+def backoff(attempt: int, policy: SendPolicy) -> timedelta:
+    """Exponential backoff with jitter: about base, 2 base, 4 base ... up to the cap."""
+    delay = min(policy.backoff_cap, policy.backoff_base * 2 ** max(attempt - 1, 0))
+    return timedelta(seconds=delay * random.uniform(0.75, 1.25))
+
+
+class RateLimiter:
+    """Messages per second (a token bucket) and per hour (a running count)."""
+
+    def __init__(self, per_second: float, per_hour: int, sent_last_hour: int = 0) -> None:
+        self.per_second = per_second
+        self.per_hour = per_hour
+        self.tokens = max(1.0, per_second)
+        self.updated = time.monotonic()
+        self.hour: deque[float] = deque([time.monotonic()] * min(sent_last_hour, per_hour))
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            self.tokens = min(
+                max(1.0, self.per_second), self.tokens + (now - self.updated) * self.per_second
+            )
+            self.updated = now
+            while self.hour and now - self.hour[0] > 3600:
+                self.hour.popleft()
+            if len(self.hour) >= self.per_hour:
+                await asyncio.sleep(min(60.0, 3600 - (now - self.hour[0]) + 0.01))
+                continue
+            if self.tokens >= 1:
+                self.tokens -= 1
+                self.hour.append(now)
+                return
+            await asyncio.sleep((1 - self.tokens) / self.per_second)
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class _Step:
+    info: StepInfo
+    campaign: CampaignInfo
+    headers: StepHeaders
+    variants: dict
+    failures_in_a_row: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        library: TemplateLibrary,
+        channel: EmailChannel,
+        *,
+        campaign_for: Callable[[str], CampaignInfo],
+        urls_for: UrlsFor,
+        sender: str | None,
+        reply_to: str | None = None,
+        policy: SendPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+        on_progress: Callable[[Stats], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.library = library
+        self.channel = channel
+        self.campaign_for = campaign_for
+        self.urls_for = urls_for
+        self.sender = sender
+        self.reply_to = reply_to
+        self.policy = policy or SendPolicy()
+        self.clock = clock or _utcnow
+        self.on_progress = on_progress
+        self.stats = Stats()
+        self._steps: dict[int, _Step] = {}
+        self.limiter = RateLimiter(self.policy.per_second, self.policy.per_hour)
+
+    # -- the loop ----------------------------------------------------------------------
+    async def run(self, *, stop: asyncio.Event | None = None, until_idle: bool = False,
+                  poll: float = 1.0) -> Stats:  # fmt: skip
+        """Send until ``stop`` is set (finishing the batch in hand), or with
+        ``until_idle`` until nothing is due now."""
+        stop = stop or asyncio.Event()
+        self.outbox.recover()
+        since = self.clock() - timedelta(hours=1)
+        self.limiter = RateLimiter(
+            self.policy.per_second, self.policy.per_hour, self.outbox.sent_since("email", since)
+        )
+        while not stop.is_set():
+            done = await self.run_batch()
+            if done:
+                continue
+            if until_idle:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll)
+        return self.stats
+
+    async def run_batch(self) -> int:
+        claimed = self.outbox.claim(channel="email", limit=self.policy.batch, now=self.clock())
+        if not claimed:
+            return 0
+        semaphore = asyncio.Semaphore(getattr(self.channel, "size", 8))
+
+        async def one(item: Claimed) -> Outcome:
+            async with semaphore:
+                return await self._deliver(item)
+
+        outcomes = await asyncio.gather(*(one(c) for c in claimed))
+        self.outbox.record(outcomes)
+        self._count(outcomes)
+        return len(claimed)
+
+    # -- one delivery ------------------------------------------------------------------
+    async def _deliver(self, item: Claimed) -> Outcome:
+        step = self._step(item.step_id)
+        contact = item.contact
+        if contact.status != "active":
+            return self._outcome(
+                item, "skipped", {"reason": f"contact is {contact.status} (checked at send time)"}
+            )
+        if step.info.status != "active":
+            return self._outcome(
+                item, "deferred", {"reason": f"step {step.info.status}"}, next_attempt=self.clock()
+            )
+        file = self.library.pick(step.variants, contact.language)
+        try:
+            template = self.library.compile(file)
+            assert isinstance(template, EmailTemplate)
+            urls = self.urls_for(step.info.campaign, step.info.key, contact.id)
+            values = render_values(step.campaign, contact=contact, urls=urls,
+                                   step={"id": step.info.key, "channel": "email", "template": step.info.template})  # fmt: skip
+            email = template.render(values)
+        except TemplateError as exc:
+            return self._outcome(item, "failed", {"reason": f"template: {exc}"}, error=str(exc))
+        msg_id = message_id(step.info.campaign, step.info.key, contact.id, step.headers.domain)
+        mailto = f"mailto:unsubscribe@{step.headers.domain}?subject=" + quote(
+            f"unsubscribe {step.info.campaign} {contact.id}"
+        )
+        data = build(
+            step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id,
+            date=self.clock(), unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
+        )  # fmt: skip
+        await self.limiter.acquire()
+        result = await self.channel.send(step.headers.sender, contact.email, data)
+        return self._result(item, step, result, msg_id)
+
+    def _result(self, item: Claimed, step: _Step, result: SendResult, msg_id: str) -> Outcome:
+        detail = {"code": result.code, "reply": result.text, "duration_ms": result.duration_ms,
+                  "message_id": msg_id, "attempt": item.attempts}  # fmt: skip
+        if item.uncertain:
+            detail["uncertain"] = True
+        if result.ok:
+            step.failures_in_a_row = 0
+            return self._outcome(item, "sent", detail, message_id=msg_id)
+        if result.permanent:
+            step.failures_in_a_row = 0
+            if result.bounce:
+                detail["bounce"] = "the address does not exist: the contact is marked bounced"
+            return self._outcome(item, "failed", detail, error=result.text, bounce=result.bounce)
+        step.failures_in_a_row += 1
+        if step.failures_in_a_row >= self.policy.error_budget and step.info.status == "active":
+            reason = (f"{step.failures_in_a_row} temporary failures in a row (last: {result.text}); "
+                      "the relay looks down. Continue with: outreach resume " + step.info.campaign)  # fmt: skip
+            self.outbox.set_step_status(step.info.id, "paused", reason)
+            step.info = self.outbox.step(step.info.id)
+        if item.attempts >= self.policy.max_attempts:
+            detail["reason"] = f"gave up after {item.attempts} attempts"
+            return self._outcome(item, "failed", detail, error=result.text)
+        next_attempt = self.clock() + backoff(item.attempts, self.policy)
+        detail["next_attempt"] = next_attempt.isoformat()
+        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=next_attempt)
+
+    @staticmethod
+    def _outcome(item: Claimed, status: str, detail: dict, *, message_id: str | None = None,
+                 error: str | None = None, next_attempt: datetime | None = None,
+                 bounce: bool = False) -> Outcome:  # fmt: skip
+        return Outcome(
+            delivery_id=item.delivery_id, step_id=item.step_id, contact_id=item.contact.id,
+            status=status, event=status, detail=detail, message_id=message_id, error=error,
+            next_attempt=next_attempt, bounce=bounce,
+        )  # fmt: skip
+
+    def _step(self, step_id: int) -> _Step:
+        if step_id not in self._steps:
+            info = self.outbox.step(step_id)
+            campaign = self.campaign_for(info.campaign)
+            given = self.sender or campaign.sender or ""
+            name, addr = parseaddr(given)
+            if not addr or "@" not in addr:
+                raise ConfigError(
+                    f"the sender {given!r} is not one email address"
+                    if given
+                    else "no sender address for email",
+                    hint="set OUTREACH_FROM, email.from in outreach.toml or campaign.from in the plan, "
+                    'e.g. "COP team" <cop@example.org> (quote a name that has a comma)',
+                )
+            headers = StepHeaders.make(
+                sender_name=name or None, sender=addr, reply_to=self.reply_to or campaign.reply_to,
+                campaign_id=info.campaign, campaign_name=campaign.name,
+            )  # fmt: skip
+            _kind, variants = self.library.variants(info.template, "email")
+            self._steps[step_id] = _Step(info, campaign, headers, variants)
+        return self._steps[step_id]
+
+    def _count(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            if o.status == "sent":
+                self.stats.sent += 1
+            elif o.status == "failed":
+                self.stats.failed += 1
+            elif o.status == "deferred":
+                self.stats.deferred += 1
+            else:
+                self.stats.skipped += 1
+        if self.on_progress:
+            self.on_progress(self.stats)
+
+
+def _utcnow() -> datetime:
+    from datetime import UTC
+
+    return datetime.now(UTC)
