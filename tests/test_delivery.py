@@ -273,3 +273,45 @@ def test_sigkill_at_random_moments_loses_nothing_and_logs_every_duplicate(tmp_pa
     uncertain = {e["email"] for e in services.outbox.events(event="uncertain", limit=100_000)}
     assert {r for r, n in counts.items() if n > 1} <= uncertain
     services.close()
+
+
+def test_sigterm_finishes_the_messages_in_flight_then_exits(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    services = workspace(tmp_path)
+    step = step_for(services, "kind:industry")
+    services.outbox.materialize(step)
+    exe = str(Path(sys.executable).with_name("outreach"))
+    recorder = Recorder(Faults(slow=0.02))
+    with SmtpServer(recorder) as server:
+        env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "test-key",
+               "OUTREACH_SMTP_URL": server.url, "OUTREACH_RATE_PER_SECOND": "100000"}  # fmt: skip
+        proc = subprocess.Popen([exe, "-w", str(services.settings.workspace), "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (
+            not services.outbox.counts(step_id=step.id).get("sent") and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()  # type: ignore[union-attr]
+    counts = services.outbox.counts(step_id=step.id)
+    assert "sending" not in counts and 0 < counts["sent"] < 700
+    assert counts["sent"] == len(recorder.accepted)
+    services.close()
+
+
+def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
+    services = workspace(tmp_path)
+    step = step_for(services, "kind:industry country:NU")
+    services.outbox.materialize(step)
+    closed = "smtp://mailer:s3cret-Passw0rd@127.0.0.1:1?timeout=1&pool=1"
+    drain(services, closed, dataclasses.replace(FAST, max_attempts=2))
+    events = services.outbox.events(limit=10_000)
+    assert any(e["event"] == "failed" for e in events)
+    assert "s3cret-Passw0rd" not in repr(events)
+    assert "s3cret-Passw0rd" not in repr(parse_smtp_url(closed))
+    services.close()
