@@ -21,8 +21,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
+	@command -v smtp-sink >/dev/null || test -x /usr/sbin/smtp-sink || (apt-get update -qq && \
+	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; rm -f /usr/sbin/policy-rc.d)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import_contacts.py
+	$(BIN)/python bench/send.py
 
 clean:
 	rm -rf $(VENV) .outreach .pytest_cache .hypothesis

@@ -132,11 +132,13 @@ class Dispatcher:
 
     # -- the loop ----------------------------------------------------------------------
     async def run(self, *, stop: asyncio.Event | None = None, until_idle: bool = False,
-                  poll: float = 1.0) -> Stats:  # fmt: skip
+                  poll: float = 1.0, recover: bool = True) -> Stats:  # fmt: skip
         """Send until ``stop`` is set (finishing the batch in hand), or with
-        ``until_idle`` until nothing is due now."""
+        ``until_idle`` until nothing is due now. ``recover`` first resolves what a
+        stopped sender left ``sending``; only the first of several senders does."""
         stop = stop or asyncio.Event()
-        self.outbox.recover()
+        if recover:
+            self.outbox.recover()
         since = self.clock() - timedelta(hours=1)
         self.limiter = RateLimiter(
             self.policy.per_second, self.policy.per_hour, self.outbox.sent_since("email", since)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -52,57 +57,126 @@ def _default_campaign(services: Services) -> str:
     return "adhoc"
 
 
-def _drain(
-    services: Services, *, label: str, stop: asyncio.Event | None = None, until_idle: bool = True
-) -> None:
-    """Run the sender (in the foreground) with a progress line, then return."""
+def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
+           child: bool = False) -> None:  # fmt: skip
+    """Run the sender in the foreground until idle (or stopped), then return.
+
+    With a relay, ``workers`` processes send side by side (default: one per core);
+    this one resolves what a stopped sender left behind first, and holds the
+    workspace's sender lock so that no second ``outreach run`` does that under it.
+    """
     console = err_console()
-    progress = (
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn(
-                "sent {task.fields[sent]} · failed {task.fields[failed]} · deferred {task.fields[deferred]} · {task.fields[rate]:.0f}/s"
-            ),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        if progress_wanted()
-        else None
-    )
+    relay = bool(services.settings.smtp_url)
+    workers = 1 if child or not relay else (workers or os.cpu_count() or 1)
+    progress = _progress(console) if progress_wanted() and not child else None
     task = (
         progress.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0)
         if progress
         else None
     )
+    lock = None if child else _sender_lock(services)
+    children: list[subprocess.Popen] = []
 
-    def on_progress(stats) -> None:  # type: ignore[no-untyped-def]
-        if progress is not None and task is not None:
-            progress.update(
-                task, sent=stats.sent, failed=stats.failed, deferred=stats.deferred, rate=stats.rate
-            )
+    async def watch(start_counts: dict[str, int], started: float) -> None:
+        while progress is not None and task is not None:
+            counts = services.outbox.counts()
+            done = {
+                k: counts.get(k, 0) - start_counts.get(k, 0) for k in ("sent", "failed", "deferred")
+            }
+            elapsed = max(time.monotonic() - started, 1e-9)
+            progress.update(task, **done, rate=done["sent"] / elapsed)
+            await asyncio.sleep(0.5)
 
     async def main() -> None:
         with services.email_channel() as (channel, where):
-            console.print(f"sending through {escape(where)}")
-            dispatcher = services.dispatcher(channel, on_progress=on_progress)
-            halt = stop or asyncio.Event()
+            if not child:
+                console.print(
+                    f"sending through {escape(where)}"
+                    + (f" with {workers} processes" if workers > 1 else "")
+                )
+            dispatcher = services.dispatcher(channel)
+            if workers > 1:
+                dispatcher.policy = dataclasses.replace(
+                    dispatcher.policy, per_second=dispatcher.policy.per_second / workers,
+                    per_hour=max(1, dispatcher.policy.per_hour // workers),
+                )  # fmt: skip
+            halt = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, halt.set)
+            watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
             try:
-                await dispatcher.run(stop=halt, until_idle=until_idle)
+                if not child:
+                    services.outbox.recover()
+                    children.extend(_spawn(services, workers - 1, until_idle))
+                await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
             finally:
+                for proc in children:
+                    if halt.is_set() and proc.poll() is None:
+                        proc.send_signal(signal.SIGTERM)
+                for proc in children:
+                    await asyncio.to_thread(proc.wait)
+                watcher.cancel()
                 await channel.close()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
-    if progress:
-        with progress:
+    try:
+        if progress:
+            with progress:
+                asyncio.run(main())
+        else:
             asyncio.run(main())
-    else:
-        asyncio.run(main())
+    finally:
+        if lock is not None:
+            lock.close()
+    failed = [p.returncode for p in children if p.returncode]
+    if failed:
+        raise OutreachError(
+            f"{len(failed)} sender process(es) stopped with an error; see the messages above"
+        )
+
+
+def _progress(console):  # type: ignore[no-untyped-def]
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(),
+        TextColumn("sent {task.fields[sent]} · failed {task.fields[failed]} · "
+                   "deferred {task.fields[deferred]} · {task.fields[rate]:.0f}/s"),
+        TimeElapsedColumn(), console=console, transient=True,
+    )  # fmt: skip
+
+
+def _spawn(services: Services, count: int, until_idle: bool) -> list[subprocess.Popen]:
+    command = [
+        sys.executable,
+        "-m",
+        "outreach",
+        "-w",
+        str(services.settings.workspace),
+        "run",
+        "--child",
+    ]
+    if until_idle:
+        command.append("--until-idle")
+    return [subprocess.Popen(command) for _ in range(count)]
+
+
+def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
+    """One sender (with its worker processes) per workspace at a time."""
+    import fcntl
+
+    path = services.settings.state_dir / "sender.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutreachError(
+            "another outreach sender is running for this workspace",
+            hint="let it finish, or stop it (Ctrl-C) before starting another",
+        ) from None
+    return handle
 
 
 def send(
@@ -184,6 +258,11 @@ def run(
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop when nothing is due.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Sender processes when sending to a relay (default: one per core)."),
+    ] = None,
+    child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
 ) -> None:
     """Send what is due, and keep sending as more falls due (Ctrl-C stops after the
     messages in flight).
@@ -191,13 +270,7 @@ def run(
     Example: outreach run
     """
     state: State = ctx.obj
-    services = state.services
-    recovered = services.outbox.recover()
-    if recovered:
-        err_console().print(
-            f"{recovered} delivery(ies) were being sent when the last sender stopped: sending again, marked uncertain"
-        )
-    _drain(services, label="sending", until_idle=until_idle)
+    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, child=child)
 
 
 def log(

@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 
 from outreach.domain.render import RenderedEmail
 
 _ATOM_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+# A display name that needs neither quotes nor encoding: atext words and spaces.
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _FOLD = 78
 _MAX_LINE = 998  # RFC 5322: no line longer, whatever happens
 
 
+@lru_cache(maxsize=4096)
 def header_line(name: str, value: str) -> bytes:
     """``Name: value`` CRLF-terminated: ASCII folded at spaces, anything else (or a
     word too long for any line) as RFC 2047 encoded words."""
@@ -54,11 +58,16 @@ def _fold_ascii(name: str, value: str) -> str:
 
 
 def address(name: str | None, addr: str) -> str:
-    """A mailbox for a header: the display name RFC 2047-encoded when it is not ASCII.
-    (An address with a non-ASCII local part goes as UTF-8: SMTPUTF8, RFC 6532.)"""
+    """A mailbox for a header: the display name as it is when it is plain words,
+    quoted when it has specials, RFC 2047-encoded when it is not ASCII. (An address
+    with a non-ASCII local part goes as UTF-8: SMTPUTF8, RFC 6532.)"""
+    if not name:
+        return addr
     if not addr.isascii():
-        return f"{name} <{addr}>" if name else addr
-    return formataddr((name, addr), charset="utf-8") if name else addr
+        return f"{name} <{addr}>"
+    if _PLAIN_PHRASE.fullmatch(name):
+        return f"{name} <{addr}>"
+    return formataddr((name, addr), charset="utf-8")
 
 
 def message_id(campaign: str, step: str, contact_id: int, domain: str) -> str:
@@ -68,6 +77,7 @@ def message_id(campaign: str, step: str, contact_id: int, domain: str) -> str:
     return f"<{_atom(campaign)[:16]}.{digest}.{contact_id}@{domain}>"
 
 
+@lru_cache(maxsize=1024)
 def _atom(text: str) -> str:
     return _ATOM_UNSAFE.sub("-", text).strip("-")[:40] or "x"
 

@@ -290,6 +290,8 @@ class EmailTemplate:
 def header_value(text: str) -> str:
     """One line, whatever the template or a contact field holds: CR, LF and other
     control characters become spaces, runs of white space one space."""
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text  # already one clean line (the usual case)
     return " ".join(_HEADER_UNSAFE.sub(" ", text).split())
 
 
