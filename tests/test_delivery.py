@@ -84,8 +84,8 @@ def test_materialise_once_per_contact_on_every_backend(tmp_path: Path, database_
     services.close()
 
 
-def test_every_message_arrives_correct_and_logged(tmp_path: Path) -> None:
-    services = workspace(tmp_path)
+def test_every_message_arrives_correct_and_logged(tmp_path: Path, database_url: str) -> None:
+    services = workspace(tmp_path, database_url)
     recorder = Recorder()
     with SmtpServer(recorder) as server:
         step = step_for(services, "kind:industry country:TO")
@@ -179,8 +179,8 @@ def test_a_relay_that_looks_down_pauses_the_step_until_resumed(tmp_path: Path) -
     services.close()
 
 
-def test_a_crash_mid_batch_resends_and_marks_uncertain(tmp_path: Path) -> None:
-    services = workspace(tmp_path)
+def test_a_crash_mid_batch_resends_and_marks_uncertain(tmp_path: Path, database_url: str) -> None:
+    services = workspace(tmp_path, database_url)
     recorder = Recorder()
     with SmtpServer(recorder) as server:
         step = step_for(services, "kind:industry country:CK")

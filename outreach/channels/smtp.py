@@ -121,33 +121,55 @@ class SmtpPool:
         )  # fmt: skip
 
     async def send(self, sender: str, recipient: str, message: bytes) -> SendResult:
+        """One message, one transaction: MAIL, RCPT, DATA on a pooled connection.
+
+        The addresses were validated when the contact was stored, so they go out as
+        ``<address>`` without aiosmtplib's ``sendmail`` parsing them again (which cost
+        more than the rest of the transaction); replies are checked here.
+        """
         client = await self._idle.get()
         start = time.perf_counter()
         try:
             if client is None or not client.is_connected:
                 client = self._client()
                 await client.connect()
-            options = ["SMTPUTF8"] if not (sender + recipient).isascii() else []
-            _errors, reply = await client.sendmail(
-                sender, [recipient], message, mail_options=options
+                await client.ehlo()
+            options = b" SMTPUTF8" if not (sender + recipient).isascii() else b""
+            reply = await client.execute_command(
+                b"MAIL", b"FROM:<" + sender.encode() + b">" + options
             )
-            return SendResult(True, code=250, text=_short(reply), duration_ms=_ms(start))
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            code, text = _first_refusal(exc)
-            permanent, bounce = classify(code, text)
-            return SendResult(False, permanent, code, text, bounce, _ms(start))
+            if reply.code != 250:
+                return await self._refused(client, reply.code, reply.message, start)
+            reply = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
+            if reply.code not in (250, 251):
+                return await self._refused(client, reply.code, reply.message, start)
+            reply = await client.data(message)
+            return SendResult(
+                True, code=reply.code, text=_short(reply.message), duration_ms=_ms(start)
+            )
         except aiosmtplib.SMTPResponseException as exc:
-            permanent, bounce = classify(exc.code, exc.message)
             if exc.code == 421:  # the server is closing this connection
                 client = await _drop(client)
+            else:
+                await _reset(client)
+            permanent, bounce = classify(exc.code, exc.message)
             return SendResult(False, permanent, exc.code, _short(exc.message), bounce, _ms(start))
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
             client = await _drop(client)
             return SendResult(
                 False, False, None, _short(f"{type(exc).__name__}: {exc}"), False, _ms(start)
             )
         finally:
             self._idle.put_nowait(client)
+
+    @staticmethod
+    async def _refused(client: aiosmtplib.SMTP, code: int, text: str, start: float) -> SendResult:
+        if code == 421:
+            await _drop(client)
+        else:
+            await _reset(client)
+        permanent, bounce = classify(code, text)
+        return SendResult(False, permanent, code, _short(text), bounce, _ms(start))
 
     async def close(self) -> None:
         while not self._idle.empty():
@@ -166,10 +188,12 @@ async def _drop(client: aiosmtplib.SMTP | None) -> None:
         client.close()
 
 
-def _first_refusal(exc: aiosmtplib.SMTPRecipientsRefused) -> tuple[int | None, str]:
-    for refused in exc.recipients:
-        return refused.code, _short(refused.message)
-    return None, "recipient refused"
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    """RSET after a refused transaction, so the connection can carry the next one."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()
 
 
 def _short(text: str) -> str:

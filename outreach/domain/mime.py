@@ -82,6 +82,12 @@ def _atom(text: str) -> str:
     return _ATOM_UNSAFE.sub("-", text).strip("-")[:40] or "x"
 
 
+@lru_cache(maxsize=8)
+def _date(when: datetime) -> str:
+    """The Date header's value; the same second for a whole batch, made once."""
+    return format_datetime(when)
+
+
 def _qp(text: str) -> bytes:
     """Quoted-printable UTF-8 with CRLF line ends, lines at most 76 characters."""
     data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
@@ -132,7 +138,7 @@ def build(
         step.fixed,
         header_line("To", address(to_name, to)),
         header_line("Subject", email.subject),
-        f"Date: {format_datetime(date)}\r\nMessage-ID: {msg_id}\r\n".encode("ascii"),
+        f"Date: {_date(date.replace(microsecond=0))}\r\nMessage-ID: {msg_id}\r\n".encode("ascii"),
     ]
     targets = []
     if unsubscribe_url:
