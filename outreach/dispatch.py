@@ -98,6 +98,7 @@ class _Step:
     campaign: CampaignInfo
     headers: StepHeaders
     variants: dict
+    limiter: RateLimiter | None = None  # the step's own limits, within the channel's
     failures_in_a_row: int = 0
 
 
@@ -198,6 +199,8 @@ class Dispatcher:
             step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id,
             date=self.clock(), unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
         )  # fmt: skip
+        if step.limiter is not None:
+            await step.limiter.acquire()
         await self.limiter.acquire()
         result = await self.channel.send(step.headers.sender, contact.email, data)
         return self._result(item, step, result, msg_id)
@@ -257,7 +260,13 @@ class Dispatcher:
                 campaign_id=info.campaign, campaign_name=campaign.name,
             )  # fmt: skip
             _kind, variants = self.library.variants(info.template, "email")
-            self._steps[step_id] = _Step(info, campaign, headers, variants)
+            limiter = None
+            if "per_second" in info.settings or "per_hour" in info.settings:
+                limiter = RateLimiter(
+                    float(info.settings.get("per_second", self.policy.per_second)),
+                    int(info.settings.get("per_hour", self.policy.per_hour)),
+                )
+            self._steps[step_id] = _Step(info, campaign, headers, variants, limiter)
         return self._steps[step_id]
 
     def _count(self, outcomes: list[Outcome]) -> None:

@@ -315,3 +315,23 @@ def test_no_secret_reaches_the_log(tmp_path: Path) -> None:
     assert "s3cret-Passw0rd" not in repr(events)
     assert "s3cret-Passw0rd" not in repr(parse_smtp_url(closed))
     services.close()
+
+
+def test_a_step_can_be_slower_than_the_channel(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    services = workspace(tmp_path)
+    recorder = Recorder()
+    with SmtpServer(recorder) as server:
+        step = services.outbox.ensure_step(
+            campaign="cop-2014", key="gentle", channel="email", template="cop-partner",
+            audience="kind:government country:FJ,WS,TO,VU,SB,PG", send_at=datetime.now(UTC),
+            settings={"per_second": 4},
+        )  # fmt: skip
+        n = services.outbox.materialize(step)
+        started = time.monotonic()
+        drain(services, server.url, FAST)
+        elapsed = time.monotonic() - started
+    assert services.outbox.counts(step_id=step.id) == {"sent": n} and n == 6
+    assert elapsed >= (n - 4) / 4 * 0.9  # a burst of 4, then 4 per second
+    services.close()
