@@ -197,3 +197,9 @@ def test_upgrading_from_the_first_schema_keeps_the_contacts(tmp_path) -> None:  
     assert upgrade(engine) == ({"0001"}, {"0002"})
     assert store.get("ana@example.org").name == "Ana Tuilagi"
     engine.dispose()
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    from outreach.db.engine import HEAD, _heads
+
+    assert _heads() == {HEAD}

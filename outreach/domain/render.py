@@ -23,7 +23,6 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
-import html2text
 import yaml
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
@@ -39,9 +38,7 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from markdown_it import MarkdownIt
 from markupsafe import Markup
-from twitter_text import parse_tweet
 
 from outreach.domain.errors import TemplateError, TemplateSecurityError
 from outreach.domain.inline_css import inline_html_block
@@ -296,6 +293,8 @@ def header_value(text: str) -> str:
 
 
 def html_to_text(html: str) -> str:
+    import html2text  # imported when needed: most templates have a text block
+
     converter = html2text.HTML2Text()
     converter.body_width = 0
     converter.ignore_images = True
@@ -313,6 +312,8 @@ class XPost:
 def x_post(text: str) -> XPost:
     """A post's length as X counts it (twitter-text config v3: NFC, URLs 23, emoji
     and CJK 2, 280 at most)."""
+    from twitter_text import parse_tweet  # its tables take a while to load: only for X
+
     normalized = unicodedata.normalize("NFC", text)
     result = parse_tweet(normalized)
     return XPost(normalized, result.weightedLength, result.valid)
@@ -372,6 +373,8 @@ class PressTemplate:
                 self._layout = html_env.from_string(_DEFAULT_PRESS_LAYOUT)
         except Exception as exc:
             raise template_error(exc, name) from None
+        from markdown_it import MarkdownIt
+
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": True})
         self._markdown.enable(["replacements", "smartquotes", "table"])
 
