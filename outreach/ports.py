@@ -85,11 +85,11 @@ class Claimed:
     contact: Contact
 
     @classmethod
-    def from_row(cls, r: Any) -> Claimed:
+    def from_row(cls, r: Any, tags: tuple[str, ...] = ()) -> Claimed:
         contact = Contact(
             id=r.contact_id, email=r.email, name=r.name, organization=r.organization,
             kind=r.kind, sector=r.sector, country=r.country, language=r.language,
-            timezone=r.timezone, x_handle=r.x_handle, status=r.status, tags=(),
+            timezone=r.timezone, x_handle=r.x_handle, status=r.status, tags=tags,
             attrs=dict(r.attrs or {}), created_at=r.created_at, updated_at=r.updated_at,
         )  # fmt: skip
         return cls(r.id, r.step_id, r.attempts, bool(r.uncertain), contact)

@@ -186,6 +186,7 @@ def test_a_crash_mid_batch_resends_and_marks_uncertain(tmp_path: Path, database_
         step = step_for(services, "kind:industry country:CK")
         n = services.outbox.materialize(step)
         claimed = services.outbox.claim(channel="email", limit=3)  # then the process "dies"
+        assert all("cop-2014" in c.contact.tags for c in claimed)  # as templates see them
         assert services.outbox.counts(step_id=step.id) == {"sending": 3, "queued": n - 3}
         drain(services, server.url, FAST)
     assert services.outbox.counts(step_id=step.id) == {"sent": n}

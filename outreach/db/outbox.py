@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, literal, select, update
 
-from outreach.db.models import contacts, deliveries, delivery_events, steps, utcnow
+from outreach.db.models import contact_tags, contacts, deliveries, delivery_events, steps, utcnow
 from outreach.db.segments import where
 from outreach.domain.audience import parse
 from outreach.ports import Claimed, Outcome, StepInfo
@@ -196,7 +196,15 @@ class SqlOutbox:
                 [{"step_id": r.step_id, "delivery_id": r.id, "at": now, "event": "sending",
                   "detail": {"attempt": r.attempts}} for r in rows],
             )  # fmt: skip
-        return [Claimed.from_row(r) for r in rows]
+            tags: dict[int, list[str]] = {}
+            query = (
+                select(contact_tags.c.contact_id, contact_tags.c.tag)
+                .where(contact_tags.c.contact_id.in_({r.contact_id for r in rows}))
+                .order_by(contact_tags.c.tag)
+            )
+            for contact_id, tag in conn.execute(query):
+                tags.setdefault(contact_id, []).append(tag)
+        return [Claimed.from_row(r, tuple(tags.get(r.contact_id, ()))) for r in rows]
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write what happened to claimed deliveries, each with its log event."""
