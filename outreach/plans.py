@@ -9,6 +9,7 @@ import yaml
 
 from outreach.domain.campaign import CampaignInfo, campaign_from_plan
 from outreach.domain.errors import InputFileError
+from outreach.domain.plan import Plan, load_plan
 
 
 def plan_files(workspace: Path) -> list[Path]:
@@ -32,6 +33,40 @@ def read_plan(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: a plan is a YAML mapping (campaign:, launch:, steps: ...)")
     return data
+
+
+def read_plan_lines(path: Path) -> tuple[dict[str, Any], Any]:
+    """The plan's data and a function giving the line of a field (a pydantic loc)."""
+    data = read_plan(path)
+    root = yaml.compose(path.read_text("utf-8"))
+
+    def line_of(loc: tuple[Any, ...]) -> int | None:
+        node, line = root, None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if key.value == part:
+                        line, node = key.start_mark.line + 1, value
+                        break
+                else:
+                    return line or (node.start_mark.line + 1)
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and part < len(node.value)
+            ):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+    return data, line_of
+
+
+def load(path: Path) -> Plan:
+    data, line_of = read_plan_lines(path)
+    return load_plan(data, source=str(path), line_of=line_of)
 
 
 def campaign_for(workspace: Path, path: Path | None = None) -> CampaignInfo:

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from outreach import __version__
 from outreach.cli import contacts as contacts_cli
+from outreach.cli import plans as plans_cli
 from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
 from outreach.cli import workspace as workspace_cli
@@ -70,6 +71,7 @@ def root(
 workspace_cli.register(app)
 app.add_typer(contacts_cli.app, name="contacts")
 app.add_typer(templates_cli.app, name="templates")
+app.add_typer(plans_cli.app, name="plan")
 app.command("preview")(templates_cli.preview)
 sending_cli.register(app)
 

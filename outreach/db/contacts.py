@@ -45,6 +45,16 @@ class SqlContactStore:
                 select(func.count()).select_from(contacts).where(where(expr))
             ).scalar_one()
 
+    def zone_counts(self, expr: Expr) -> dict[str | None, int]:
+        """How many contacts of ``expr`` are in each time zone (None: no zone)."""
+        query = (
+            select(contacts.c.timezone, func.count())
+            .where(where(expr))
+            .group_by(contacts.c.timezone)
+        )
+        with self.engine.connect() as conn:
+            return dict(conn.execute(query).all())  # type: ignore[arg-type]
+
     def find(self, expr: Expr, *, limit: int | None = None, offset: int = 0) -> list[Contact]:
         query = select(contacts).where(where(expr)).order_by(contacts.c.id).offset(offset)
         if limit is not None:

@@ -1,0 +1,207 @@
+"""``outreach plan check`` and ``outreach plan show``."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outreach.app import Services
+from outreach.cli.common import State, out_console
+from outreach.domain import audience as seg
+from outreach.domain.errors import OutreachError, TemplateError
+from outreach.domain.plan import Plan, Timeline, timeline
+from outreach.domain.render import XTemplate
+from outreach.plans import load
+from outreach.templating import check_templates, render_values
+
+app = typer.Typer(no_args_is_help=True, help="Check a campaign plan and show its timeline.")
+
+# X's posting limits for one account (posts, including replies in a thread).
+X_PER_15_MIN = 100
+X_PER_DAY = 2_400
+
+PlanArg = Annotated[Path, typer.Argument(help="The plan, e.g. schedules/cop-guidelines-2014.yaml.")]
+
+
+def plan_timeline(services: Services, plan: Plan) -> Timeline:
+    def zone_counts(expr: str) -> dict[str | None, int]:
+        return services.contacts.zone_counts(
+            seg.and_(seg.parse(expr), seg.Term("status", ("active",)))
+        )
+
+    return timeline(plan, zone_counts)
+
+
+def audience_size(services: Services, expr: str) -> int:
+    return services.contacts.count(seg.and_(seg.parse(expr), seg.Term("status", ("active",))))
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    file: PlanArg,
+    sample: Annotated[
+        int | None, typer.Option(help="Render each email for at most N of its audience.")
+    ] = None,
+) -> None:
+    """Check a plan: its fields, templates (rendered for their audiences), audiences,
+    the embargo in every time zone, requirements, and X posting volume.
+
+    Example: outreach plan check schedules/cop-guidelines-2014.yaml
+    """
+    state: State = ctx.obj
+    services = state.services
+    plan = load(file)
+    console = out_console()
+    errors: list[str] = []
+    warnings: list[str] = []
+    timeline_ = plan_timeline(services, plan)
+    for breach in timeline_.breaches:
+        errors.append(
+            f"{breach} (make it later, or add 'not_before: embargo' to hold those groups until then)"
+        )
+    links = services.links
+    for step in plan.steps:
+        kind = {"email": "email", "x": "x", "press": "press"}[step.channel]
+        try:
+            services.templates.variants(step.template, kind)
+        except OutreachError as exc:
+            errors.append(f"steps[{step.id}]: {exc.message}")
+            continue
+        if step.channel != "email":
+            report = check_templates(
+                services.templates, plan.campaign, [], names=[f"{step.template}.{kind}"]
+            )
+        else:
+            firings = [f for f in timeline_.firings if f.step.id == step.id]
+            sizes = [audience_size(services, f.audience) for f in firings]
+            if not firings or sum(sizes) == 0:
+                errors.append(
+                    f"steps[{step.id}]: the audience '{step.audience}' has no active contact"
+                )
+                continue
+            people = itertools.chain.from_iterable(
+                services.contacts.iterate(seg.parse(f.audience)) for f in firings
+            )
+            if sample is not None:
+                people = itertools.islice(people, sample)
+            report = check_templates(
+                services.templates, plan.campaign, people, names=[f"{step.template}.email"],
+                urls_for=lambda c, key=step.id: links.for_contact(plan.campaign.id, key, c.id),
+            )  # fmt: skip
+        for finding in report.findings:
+            (errors if finding.level == "error" else warnings).append(
+                f"steps[{step.id}]: {finding}"
+            )
+    warnings += _x_volume(services, plan, timeline_)
+    for message in warnings:
+        console.print(f"[yellow]warning:[/] {escape(message)}")
+    for message in errors:
+        console.print(f"[red]error:[/] {escape(message)}")
+    console.print(
+        f"{file}: {len(plan.steps)} steps, {len(plan.waves)} wave(s), {len(timeline_.firings)} firings, "
+        f"{len(errors)} error(s), {len(warnings)} warning(s)"
+    )
+    if errors:
+        raise typer.Exit(1)
+
+
+def _x_volume(services: Services, plan: Plan, line: Timeline) -> list[str]:
+    posts: list[tuple] = []
+    for firing in line.firings:
+        if firing.step.channel != "x":
+            continue
+        _kind, variants = services.templates.variants(firing.step.template, "x")
+        template = services.templates.compile(
+            variants[None] if None in variants else next(iter(variants.values()))
+        )
+        try:
+            count = (
+                len(template.render(render_values(plan.campaign)))
+                if isinstance(template, XTemplate)
+                else 1
+            )
+        except TemplateError:
+            count = 1
+        posts += [(firing.at, firing.step.id)] * count
+    out = []
+    for at, step_id in posts:
+        window = sum(1 for t, _s in posts if at <= t < at + timedelta(minutes=15))
+        day = sum(1 for t, _s in posts if at <= t < at + timedelta(days=1))
+        if window > X_PER_15_MIN:
+            out.append(
+                f"X: {window} posts in the 15 minutes from {at:%Y-%m-%d %H:%M} UTC (steps around {step_id}); X allows {X_PER_15_MIN}"
+            )
+            break
+        if day > X_PER_DAY:
+            out.append(
+                f"X: {day} posts in the day from {at:%Y-%m-%d %H:%M} UTC; X allows {X_PER_DAY} a day"
+            )
+            break
+    return out
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    file: PlanArg,
+    ics: Annotated[
+        Path | None, typer.Option(help="Also write the timeline as an iCalendar file.")
+    ] = None,
+) -> None:
+    """Show every firing of a plan: when (UTC and the launch's zone), what, to how many.
+
+    Example: outreach plan show schedules/cop-guidelines-2014.yaml --ics launch.ics
+    """
+    state: State = ctx.obj
+    services = state.services
+    plan = load(file)
+    line = plan_timeline(services, plan)
+    zone = plan.campaign.launch.tzinfo
+    table = Table(title=f"{plan.campaign.name}: timeline", title_justify="left")
+    for column in ("UTC", f"{zone}", "wave", "step", "channel", "template", "audience", "zones"):
+        table.add_column(column, overflow="fold")
+    rows = []
+    for f in line.firings:
+        size = audience_size(services, f.audience) if f.step.channel == "email" else None
+        zones = ", ".join(f.zones[:4]) + (f" +{len(f.zones) - 4}" if len(f.zones) > 4 else "")
+        if f.clamped_from:
+            zones += " (held to the embargo)"
+        rows.append((f, size))
+        table.add_row(
+            f"{f.at:%Y-%m-%d %H:%M}", f"{f.at.astimezone(zone):%a %d %b %H:%M}", f.wave.id, escape(f.step.id),
+            f.step.channel, escape(f.step.template), "-" if size is None else f"{size:,}", escape(zones),
+        )  # fmt: skip
+    out_console().print(table)
+    if ics:
+        _write_ics(plan, rows, ics)
+        out_console().print(f"calendar written to {escape(str(ics))}")
+
+
+def _write_ics(plan: Plan, rows: list, path: Path) -> None:
+    from icalendar import Calendar, Event
+
+    calendar = Calendar()
+    calendar.add("prodid", "-//outreach//campaign timeline//EN")
+    calendar.add("version", "2.0")
+    calendar.add("x-wr-calname", plan.campaign.name)
+    for firing, size in rows:
+        event = Event()
+        event.add("uid", f"{plan.campaign.id}.{firing.key}@outreach")
+        event.add("dtstamp", plan.campaign.launch)
+        event.add("dtstart", firing.at)
+        event.add("dtend", firing.at + timedelta(minutes=15))
+        who = f" to {size:,} contacts" if size is not None else ""
+        event.add("summary", f"{firing.step.id} ({firing.step.channel}){who}")
+        event.add(
+            "description",
+            f"template {firing.step.template}; audience: {firing.audience or 'everyone'}; wave {firing.wave.id}",
+        )
+        calendar.add_component(event)
+    path.write_bytes(calendar.to_ical())

@@ -1,0 +1,467 @@
+"""A campaign plan: waves and steps around launch moments, as exact UTC instants.
+
+    launch: 2014-09-05 10:00 Europe/Istanbul
+    steps:
+      - id: industry-email
+        channel: email
+        template: cop-industry
+        audience: kind:industry
+        at: T+0 09:00 local        # 09:00 on launch day in each recipient's zone
+        public: true               # may not be seen before the embargo
+        not_before: embargo        # groups that would be earlier wait for it
+
+``at`` is ``T``, a signed number with ``d`` (calendar days in the wave's zone), ``h``
+or ``m``, then optionally a wall-clock time ``HH:MM`` (in the wave's zone, or with
+``local`` in each recipient's). Everything here is pure: the database says which
+zones an audience has (``zone_counts``), this module says when each firing is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from outreach.domain import audience as seg
+from outreach.domain.campaign import CampaignInfo, parse_launch
+from outreach.domain.errors import InputFileError, OutreachError
+
+_AT = re.compile(
+    r"^T(?:(?P<sign>[+-])(?P<n>\d{1,3})(?P<unit>[dhm])?)?(?:\s+(?P<hh>\d{1,2}):(?P<mm>\d{2}))?(?:\s+(?P<local>local))?$"
+)
+_DURATION = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[smhd])$")
+_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+@dataclass(frozen=True)
+class Offset:
+    days: int = 0
+    minutes: int = 0  # elapsed, after the days
+    clock: time | None = None  # a wall-clock time on the resulting day
+    local: bool = False  # that wall-clock time in each recipient's zone
+
+    def __str__(self) -> str:
+        text = "T"
+        if self.days:
+            text += f"{self.days:+d}d"
+        elif self.minutes:
+            text += f"{self.minutes // 60:+d}h" if self.minutes % 60 == 0 else f"{self.minutes:+d}m"
+        else:
+            text += "+0"
+        if self.clock:
+            text += f" {self.clock:%H:%M}"
+        return text + (" local" if self.local else "")
+
+
+def parse_at(text: str) -> Offset:
+    match = _AT.match(str(text).strip())
+    if not match:
+        raise ValueError(
+            f"{text!r} is not an offset like T-2d 09:00, T+0 10:00, T+2h or T+14d 09:00 local"
+        )
+    n = int(match["n"] or 0) * (-1 if match["sign"] == "-" else 1)
+    unit = match["unit"] or ("d" if match["hh"] else "m")
+    if match["n"] and not match["unit"] and n != 0:
+        raise ValueError(f"{text!r}: say d, h or m after the number")
+    clock = None
+    if match["hh"]:
+        hh, mm = int(match["hh"]), int(match["mm"])
+        if hh > 23 or mm > 59:
+            raise ValueError(f"{text!r}: {hh:02d}:{mm:02d} is not a time of day")
+        clock = time(hh, mm)
+    if match["local"] and clock is None:
+        raise ValueError(f"{text!r}: 'local' needs a time of day, e.g. T+0 09:00 local")
+    if clock is not None and unit != "d":
+        raise ValueError(f"{text!r}: a time of day goes with whole days (T+1d 09:00), not hours")
+    days = n if unit == "d" else 0
+    minutes = n * 60 if unit == "h" else n if unit == "m" else 0
+    return Offset(days, minutes, clock, bool(match["local"]))
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30m, 2h or 1d")
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match["unit"]]
+    return timedelta(seconds=int(match["n"]) * seconds)
+
+
+# -- the file's schema ------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _check_audience(value: str) -> str:
+    try:
+        seg.parse(value)
+    except OutreachError as exc:
+        raise ValueError(exc.message.splitlines()[0]) from None
+    return value
+
+
+def _check_launch(value: str) -> str:
+    try:
+        parse_launch(value, source="")
+    except InputFileError as exc:
+        raise ValueError(exc.message.removeprefix(": ")) from None
+    return value
+
+
+class RateModel(_Model):
+    per_second: float | None = Field(None, gt=0)
+    per_hour: int | None = Field(None, gt=0)
+
+
+class StepModel(_Model):
+    id: str = Field(pattern=_ID)
+    channel: Literal["email", "x", "press"]
+    template: str = Field(min_length=1)
+    audience: str = ""
+    at: str
+    public: bool = False
+    waves: list[str] | None = None
+    requires: list[str] = []
+    misfire: str = "1h"
+    not_before: Literal["embargo"] | None = None
+    rate: RateModel | None = None
+
+    _audience = field_validator("audience")(_check_audience)
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str) -> str:
+        parse_at(value)
+        return value
+
+    @field_validator("misfire")
+    @classmethod
+    def _misfire(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class WaveModel(_Model):
+    id: str = Field(pattern=_ID)
+    launch: str
+    audience: str = ""
+
+    _launch = field_validator("launch")(_check_launch)
+    _audience = field_validator("audience")(_check_audience)
+
+
+class CampaignModel(_Model):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    language: str = "en"
+    sender: str | None = Field(None, alias="from")
+    reply_to: str | None = None
+
+
+class PlanModel(_Model):
+    campaign: CampaignModel
+    launch: str
+    embargo: str | None = None
+    links: dict[str, str] = {}
+    waves: list[WaveModel] = []
+    steps: list[StepModel] = Field(min_length=1)
+
+    _launch = field_validator("launch")(_check_launch)
+
+    @field_validator("embargo")
+    @classmethod
+    def _embargo(cls, value: str | None) -> str | None:
+        return None if value is None else _check_launch(value)
+
+
+# -- the plan ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wave:
+    id: str
+    launch: datetime  # aware, in the wave's zone
+    audience: str  # restriction, as a segment expression ("" = everyone)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return self.launch.tzinfo  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    channel: str
+    template: str
+    audience: str
+    at: Offset
+    public: bool
+    waves: tuple[str, ...] | None
+    requires: tuple[str, ...]
+    misfire: timedelta
+    not_before_embargo: bool
+    rate: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    campaign: CampaignInfo
+    embargo: datetime  # aware
+    waves: tuple[Wave, ...]
+    steps: tuple[Step, ...]
+
+    def step(self, step_id: str) -> Step:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def waves_of(self, step: Step) -> list[Wave]:
+        return [w for w in self.waves if step.waves is None or w.id in step.waves]
+
+
+LineOf = Callable[[tuple[Any, ...]], int | None]
+
+
+def load_plan(data: Any, *, source: str, line_of: LineOf | None = None) -> Plan:
+    """Validate a plan file's data; every error names the file, the line and the field."""
+    try:
+        model = PlanModel.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors()[:12]:
+            loc = tuple(error["loc"])
+            line = line_of(loc) if line_of else None
+            where = f"{source}:{line}" if line else source
+            lines.append(f"{where}: {_field(loc, data)}: {_message(error)}")
+        more = len(exc.errors()) - 12
+        raise InputFileError(
+            "the plan has errors:\n  "
+            + "\n  ".join(lines)
+            + (f"\n  ... and {more} more" if more > 0 else ""),
+            hint="fix them in the file; 'outreach plan check FILE' checks it again",
+        ) from None
+    return _build(model, source, line_of)
+
+
+def _field(loc: tuple[Any, ...], data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            step_id = (
+                node[part].get("id")
+                if isinstance(node, list) and part < len(node) and isinstance(node[part], dict)
+                else None
+            )
+            out += f"[{step_id or part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return "unknown key (a typo?)"
+    if error["type"] == "missing":
+        return "is required"
+    return message
+
+
+def _build(model: PlanModel, source: str, line_of: LineOf | None) -> Plan:
+    def fail(message: str, loc: tuple[Any, ...]) -> InputFileError:
+        line = line_of(loc) if line_of else None
+        return InputFileError(f"{source}:{line}: {message}" if line else f"{source}: {message}")
+
+    c = model.campaign
+    launch = parse_launch(model.launch, source=source)
+    campaign = CampaignInfo(
+        id=c.id, name=c.name, launch=launch, links=dict(model.links), language=c.language,
+        sender=c.sender, reply_to=c.reply_to,
+    )  # fmt: skip
+    embargo = parse_launch(model.embargo, source=source) if model.embargo else launch
+    waves = [Wave("launch", launch, "")]
+    for i, w in enumerate(model.waves):
+        if w.id in {x.id for x in waves}:
+            raise fail(f"waves[{w.id}]: the wave id is used twice", ("waves", i, "id"))
+        waves.append(Wave(w.id, parse_launch(w.launch, source=source), w.audience))
+    ids = [s.id for s in model.steps]
+    steps = []
+    for i, s in enumerate(model.steps):
+        if ids.count(s.id) > 1:
+            raise fail(f"steps[{s.id}]: the step id is used twice", ("steps", i, "id"))
+        for name in s.waves or []:
+            if name not in {w.id for w in waves}:
+                raise fail(
+                    f"steps[{s.id}].waves: no wave {name!r} (waves: {', '.join(w.id for w in waves)})",
+                    ("steps", i, "waves"),
+                )
+        for name in s.requires:
+            if name not in ids:
+                raise fail(f"steps[{s.id}].requires: no step {name!r}", ("steps", i, "requires"))
+        rate = {k: v for k, v in (s.rate.model_dump() if s.rate else {}).items() if v is not None}
+        steps.append(
+            Step(
+                id=s.id, channel=s.channel, template=s.template, audience=s.audience,
+                at=parse_at(s.at), public=s.public, waves=tuple(s.waves) if s.waves is not None else None,
+                requires=tuple(s.requires), misfire=parse_duration(s.misfire),
+                not_before_embargo=s.not_before == "embargo", rate=rate,
+            )
+        )  # fmt: skip
+    cycle = _cycle({s.id: s.requires for s in steps})
+    if cycle:
+        raise InputFileError(f"{source}: steps require each other in a loop: {' -> '.join(cycle)}")
+    return Plan(source, campaign, embargo, tuple(waves), tuple(steps))
+
+
+def _cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+# -- when things fire ----------------------------------------------------------------
+
+
+def instant(wave: Wave, offset: Offset, zone: ZoneInfo | None = None) -> datetime:
+    """The UTC instant of ``offset`` from ``wave``'s launch; with a wall-clock time,
+    in ``zone`` (a recipient's, for local steps) or else the wave's zone. Days are
+    calendar days in the wave's zone, so a DST change in between moves nothing."""
+    launch_day = wave.launch.date()
+    if offset.clock is not None:
+        day = launch_day + timedelta(days=offset.days)
+        local = datetime.combine(day, offset.clock).replace(tzinfo=zone or wave.zone)
+        return local.astimezone(UTC)
+    shifted = (wave.launch.replace(tzinfo=None) + timedelta(days=offset.days)).replace(
+        tzinfo=wave.zone
+    )
+    return shifted.astimezone(UTC) + timedelta(minutes=offset.minutes)
+
+
+@dataclass(frozen=True)
+class Firing:
+    step: Step
+    wave: Wave
+    at: datetime  # UTC
+    audience: str  # the step's, the wave's and the zone group's, as one expression
+    zones: tuple[str, ...] = ()  # a local step's recipients' zones in this group
+    clamped_from: datetime | None = None  # when not_before: embargo moved it
+
+    @property
+    def key(self) -> str:
+        """campaign-unique: step, wave and instant."""
+        wave = "" if self.wave.id == "launch" else f"@{self.wave.id}"
+        return f"{self.step.id}{wave}@{self.at:%Y%m%dT%H%MZ}"
+
+
+@dataclass
+class EmbargoBreach:
+    step: str
+    zone: str
+    local: datetime
+    at: datetime
+    embargo: datetime
+
+    def __str__(self) -> str:
+        return (
+            f"steps[{self.step}] fires at {self.local:%H:%M on %d %b %Y} in {self.zone}, which is "
+            f"{self.at:%Y-%m-%d %H:%M} UTC, before the embargo at {self.embargo:%Y-%m-%d %H:%M} UTC"
+        )
+
+
+@dataclass
+class Timeline:
+    firings: list[Firing] = field(default_factory=list)
+    breaches: list[EmbargoBreach] = field(default_factory=list)
+
+
+def audience_of(step: Step, wave: Wave) -> str:
+    parts = [f"({p})" for p in (step.audience, wave.audience) if p.strip()]
+    return " ".join(parts)
+
+
+def timeline(plan: Plan, zone_counts: Callable[[str], Mapping[str | None, int]]) -> Timeline:
+    """Every firing of every step in every wave, in time order. ``zone_counts(expr)``
+    tells how many contacts of an audience are in each time zone (None: no zone)."""
+    out = Timeline()
+    embargo = plan.embargo.astimezone(UTC)
+    for step in plan.steps:
+        for wave in plan.waves_of(step):
+            base = audience_of(step, wave)
+            groups: list[tuple[datetime, tuple[str, ...], str]] = []
+            if step.at.local:
+                by_instant: dict[datetime, list[str]] = {}
+                for zone_name in zone_counts(base):
+                    name = zone_name or str(wave.zone)
+                    try:
+                        zone = ZoneInfo(name)
+                    except (ZoneInfoNotFoundError, ValueError):
+                        zone, name = wave.zone, str(wave.zone)
+                    by_instant.setdefault(instant(wave, step.at, zone), []).append(zone_name or "")
+                for at, zones in sorted(by_instant.items()):
+                    named = sorted(z for z in zones if z)
+                    term = f"tz:{','.join(named)}" if named else ""
+                    if "" in zones:
+                        term = f"({term} OR -has:tz)" if term else "-has:tz"
+                    groups.append(
+                        (
+                            at,
+                            tuple(sorted(set(named + ([str(wave.zone)] if "" in zones else [])))),
+                            term,
+                        )
+                    )
+            else:
+                groups.append((instant(wave, step.at), (), ""))
+            merged: dict[datetime, tuple[list[str], list[str], datetime | None]] = {}
+            for at, zones, term in groups:
+                clamped = None
+                if step.public and at < embargo:
+                    if step.not_before_embargo:
+                        clamped, at = at, embargo
+                    else:
+                        for zone_name in zones or (str(wave.zone),):
+                            zone = ZoneInfo(zone_name)
+                            out.breaches.append(
+                                EmbargoBreach(step.id, zone_name, at.astimezone(zone), at, embargo)
+                            )
+                group = merged.setdefault(at, ([], [], clamped))
+                group[0].extend(zones)
+                group[1].append(term)
+                if clamped and (group[2] is None or clamped < group[2]):
+                    merged[at] = (group[0], group[1], clamped)
+            for at, (zones, terms, clamped) in merged.items():
+                # groups clamped to the embargo fire together: any of their zones
+                term = terms[0] if len(terms) == 1 else " OR ".join(f"({t})" for t in terms if t)
+                if term and len(terms) > 1:
+                    term = f"({term})"
+                expr = " ".join(p for p in (base, term) if p)
+                out.firings.append(Firing(step, wave, at, expr, tuple(sorted(set(zones))), clamped))
+    out.firings.sort(key=lambda f: (f.at, f.step.id, f.wave.id))
+    return out
+
+
+def launch_days(plan: Plan) -> list[date]:
+    return sorted({w.launch.date() for w in plan.waves})
