@@ -2,10 +2,11 @@
 
 Files are checked whole before anything is written (readable, text in the given
 encoding, a header with an email column); then every file is imported in one
-transaction, so an import either lands whole or not at all. Rows are validated in
-worker processes while the main process writes, so validation does not stand in
-front of the inserts on one core. Memory stays flat: rows stream through a small
-window of chunks.
+transaction, so an import either lands whole or not at all. The file is cut into
+blocks of whole records; worker processes parse, validate and prepare them while
+this process writes (and validates a block itself whenever the workers are behind),
+so validation does not stand in front of the inserts on one core. Memory stays
+flat: blocks stream through a small window.
 """
 
 from __future__ import annotations
@@ -59,10 +60,6 @@ class ImportReport:
     rejected: int = 0
     rejects: list[Reject] = field(default_factory=list)  # the first SHOWN_REJECTS
     dry_run: bool = False
-
-    @property
-    def rows(self) -> int:
-        return self.inserted + self.updated + self.unchanged + self.existing + self.rejected
 
 
 @dataclass(frozen=True)
