@@ -155,7 +155,7 @@ def test_schema_is_created_once_and_current(database_url: str) -> None:
     engine = open_database(database_url)
     open_database(database_url).dispose()  # a second open upgrades nothing
     try:
-        assert current_revisions(engine) == {"0002"}
+        assert current_revisions(engine) == {"0003"}
         tables = set(inspect(engine).get_table_names())
         assert {"contacts", "contact_tags", "suppressions", "alembic_version"} <= tables
         indexes = {i["name"] for i in inspect(engine).get_indexes("contacts")}
@@ -194,7 +194,7 @@ def test_upgrading_from_the_first_schema_keeps_the_contacts(tmp_path) -> None:  
     store = SqlContactStore(engine)
     with store.writer() as writer:
         writer.write([normalize_contact(PEOPLE[0])])
-    assert upgrade(engine) == ({"0001"}, {"0002"})
+    assert upgrade(engine) == ({"0001"}, {"0003"})
     assert store.get("ana@example.org").name == "Ana Tuilagi"
     engine.dispose()
 

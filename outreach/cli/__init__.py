@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from outreach import __version__
 from outreach.cli import contacts as contacts_cli
 from outreach.cli import plans as plans_cli
+from outreach.cli import schedule as schedule_cli
 from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
 from outreach.cli import workspace as workspace_cli
@@ -74,6 +75,7 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(plans_cli.app, name="plan")
 app.command("preview")(templates_cli.preview)
 sending_cli.register(app)
+schedule_cli.register(app)
 
 
 def main() -> None:

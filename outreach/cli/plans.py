@@ -15,9 +15,10 @@ from outreach.app import Services
 from outreach.cli.common import State, out_console
 from outreach.domain import audience as seg
 from outreach.domain.errors import OutreachError, TemplateError
-from outreach.domain.plan import Plan, Timeline, timeline
+from outreach.domain.plan import Plan, Timeline
 from outreach.domain.render import XTemplate
 from outreach.plans import load
+from outreach.scheduling import plan_timeline
 from outreach.templating import check_templates, render_values
 
 app = typer.Typer(no_args_is_help=True, help="Check a campaign plan and show its timeline.")
@@ -27,15 +28,6 @@ X_PER_15_MIN = 100
 X_PER_DAY = 2_400
 
 PlanArg = Annotated[Path, typer.Argument(help="The plan, e.g. schedules/cop-guidelines-2014.yaml.")]
-
-
-def plan_timeline(services: Services, plan: Plan) -> Timeline:
-    def zone_counts(expr: str) -> dict[str | None, int]:
-        return services.contacts.zone_counts(
-            seg.and_(seg.parse(expr), seg.Term("status", ("active",)))
-        )
-
-    return timeline(plan, zone_counts)
 
 
 def audience_size(services: Services, expr: str) -> int:

@@ -58,7 +58,7 @@ def _default_campaign(services: Services) -> str:
 
 
 def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
-           child: bool = False) -> None:  # fmt: skip
+           child: bool = False, scheduler: bool = False) -> None:  # fmt: skip
     """Run the sender in the foreground until idle (or stopped), then return.
 
     With a relay, ``workers`` processes send side by side (default: one per core);
@@ -105,6 +105,19 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, halt.set)
             watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
+            jobs = None
+            if scheduler:
+                from outreach.scheduling import promote_waiting
+                from outreach.scheduling import start as start_scheduler
+
+                jobs = start_scheduler(services)
+
+                async def promote() -> None:
+                    while True:
+                        await asyncio.to_thread(promote_waiting, services)
+                        await asyncio.sleep(5)
+
+                promoter = asyncio.create_task(promote())
             try:
                 if not child:
                     services.outbox.recover()
@@ -117,6 +130,9 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                 for proc in children:
                     await asyncio.to_thread(proc.wait)
                 watcher.cancel()
+                if jobs is not None:
+                    promoter.cancel()
+                    jobs.shutdown(wait=True)
                 await channel.close()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
@@ -270,7 +286,8 @@ def run(
     Example: outreach run
     """
     state: State = ctx.obj
-    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, child=child)
+    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, child=child,
+           scheduler=not child)  # fmt: skip
 
 
 def log(

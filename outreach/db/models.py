@@ -147,3 +147,19 @@ delivery_events = Table(
     Index(None, "delivery_id"),
     Index(None, "step_id", "event"),
 )
+
+# -- campaigns: the stored plan, its content hashes and its approval -----------------
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("name", String(500), nullable=False),
+    Column("plan_file", Text, nullable=False),
+    Column("plan_hash", String(64), nullable=False),  # of the plan and every template it uses
+    Column("status", String(20), nullable=False),  # active | paused | cancelled
+    Column("approved_by", String(200)),
+    Column("approved_at", UTCDateTime),
+    Column("approved_hash", String(64)),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -11,7 +11,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, literal, select, update
 
-from outreach.db.models import contact_tags, contacts, deliveries, delivery_events, steps, utcnow
+from outreach.db.models import (
+    campaigns,
+    contact_tags,
+    contacts,
+    deliveries,
+    delivery_events,
+    steps,
+    utcnow,
+)
 from outreach.db.segments import where
 from outreach.domain.audience import parse
 from outreach.ports import Claimed, Outcome, StepInfo
@@ -43,7 +51,7 @@ class SqlOutbox:
     # -- steps ---------------------------------------------------------------------
     def ensure_step(
         self, *, campaign: str, key: str, channel: str, template: str, audience: str,
-        send_at: datetime, settings: dict[str, Any] | None = None,
+        send_at: datetime, settings: dict[str, Any] | None = None, status: str = "active",
     ) -> StepInfo:  # fmt: skip
         """The step (campaign, key), made if new; an existing one is returned as it is."""
         with self._write() as conn, conn.begin():
@@ -54,7 +62,7 @@ class SqlOutbox:
                 conn.execute(
                     insert(steps).values(
                         campaign=campaign, key=key, channel=channel, template=template,
-                        audience=audience, send_at=send_at, status="active",
+                        audience=audience, send_at=send_at, status=status,
                         settings=settings or {}, created_at=utcnow(),
                     )
                 )  # fmt: skip
@@ -62,6 +70,70 @@ class SqlOutbox:
                     select(steps).where(steps.c.campaign == campaign, steps.c.key == key)
                 ).one()
         return _step(row)
+
+    def update_step(self, step_id: int, **values: Any) -> None:
+        """Change a step that has not fired yet (template, audience, send_at, settings)."""
+        with self._write() as conn, conn.begin():
+            conn.execute(update(steps).where(steps.c.id == step_id).values(**values))
+
+    def step_by_key(self, campaign: str, key: str) -> StepInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(steps).where(steps.c.campaign == campaign, steps.c.key == key)
+            ).first()
+        return _step(row) if row else None
+
+    def log_step(self, step_id: int, event: str, detail: dict[str, Any]) -> None:
+        with self._write() as conn, conn.begin():
+            self._event(conn, step_id, None, event, detail)
+
+    def pending(self, step_id: int) -> int:
+        """Deliveries of the step not yet final (queued, deferred or being sent)."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).where(
+                    deliveries.c.step_id == step_id,
+                    deliveries.c.status.in_(("queued", "deferred", "sending")),
+                )
+            ).scalar_one()
+
+    # -- campaigns ---------------------------------------------------------------------
+    def save_campaign(self, campaign_id: str, name: str, plan_file: str, plan_hash: str) -> None:
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            found = conn.execute(
+                select(campaigns.c.id).where(campaigns.c.id == campaign_id)
+            ).first()
+            values = {
+                "name": name,
+                "plan_file": plan_file,
+                "plan_hash": plan_hash,
+                "updated_at": now,
+            }
+            if found:
+                conn.execute(
+                    update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
+                )
+            else:
+                conn.execute(insert(campaigns).values(id=campaign_id, status="active", **values))
+
+    def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+        return dict(row._mapping) if row else None
+
+    def approve(self, campaign_id: str, by: str, plan_hash: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(
+                    approved_by=by,
+                    approved_at=utcnow(),
+                    approved_hash=plan_hash,
+                    updated_at=utcnow(),
+                )
+            )
 
     def step(self, step_id: int) -> StepInfo:
         with self.engine.connect() as conn:

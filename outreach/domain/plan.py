@@ -465,3 +465,36 @@ def timeline(plan: Plan, zone_counts: Callable[[str], Mapping[str | None, int]])
 
 def launch_days(plan: Plan) -> list[date]:
     return sorted({w.launch.date() for w in plan.waves})
+
+
+def zones_at(
+    wave: Wave, offset: Offset, instants: list[datetime], this: datetime, zones: list[str | None],
+    *, hold_until: datetime | None = None,
+) -> list[str | None]:  # fmt: skip
+    """Which of ``zones`` (as the audience has them now) a local step's firing at
+    ``this`` covers: each zone goes to the first planned instant at or after its own
+    (the last one if none), so a zone that appeared since the plan was scheduled is
+    sent with the next firing rather than missed."""
+    planned = sorted(instants)
+    out = []
+    for name in zones:
+        try:
+            zone = ZoneInfo(name) if name else wave.zone
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = wave.zone
+        at = instant(wave, offset, zone)
+        if hold_until is not None and at < hold_until:
+            at = hold_until
+        slot = next((i for i in planned if i >= at), planned[-1])
+        if slot == this:
+            out.append(name)
+    return out
+
+
+def zone_term(zones: list[str | None]) -> str:
+    """A segment term for contacts in ``zones`` (None: contacts with no zone)."""
+    named = sorted(z for z in zones if z)
+    term = f"tz:{','.join(named)}" if named else ""
+    if None in zones:
+        term = f"({term} OR -has:tz)" if term else "-has:tz"
+    return term

@@ -1,0 +1,126 @@
+"""``outreach schedule``, ``approve`` and ``status``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outreach.cli.common import State, out_console
+from outreach.domain.errors import OutreachError
+from outreach.plans import load
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schedule")(schedule)
+    app.command("approve")(approve)
+    app.command("status")(status)
+
+
+def schedule(
+    ctx: typer.Context,
+    file: Annotated[
+        Path, typer.Argument(help="The plan, e.g. schedules/cop-guidelines-2014.yaml.")
+    ],
+) -> None:
+    """Store a plan and register a job for every firing (again: only what changed).
+
+    Example: outreach schedule schedules/cop-guidelines-2014.yaml
+    """
+    from outreach.scheduling import approval_problem
+    from outreach.scheduling import schedule as do_schedule
+
+    state: State = ctx.obj
+    services = state.services
+    report = do_schedule(services, file)
+    plan = load(file)
+    console = out_console()
+    console.print(
+        f"{plan.campaign.id}: {report.added} firing(s) added, {report.replaced} changed, {report.kept} unchanged, "
+        f"{report.cancelled} cancelled, {report.fired} already fired (left as they are)"
+    )
+    problem = approval_problem(services, plan.campaign.id)
+    if problem:
+        console.print(f"[yellow]nothing will be sent yet:[/] {escape(problem)}")
+    console.print("'outreach run' fires them at their time")
+
+
+def approve(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign id.")],
+    by: Annotated[str, typer.Option("--by", help="Who approves (recorded with the time).")],
+) -> None:
+    """Approve a campaign as it is now: its plan and every template it uses.
+
+    Example: outreach approve cop-2014 --by "Sarah Taylor"
+    """
+    from outreach.scheduling import plan_hash, release_held
+
+    state: State = ctx.obj
+    services = state.services
+    stored = services.outbox.campaign(campaign)
+    if stored is None:
+        raise OutreachError(
+            f"campaign {campaign} is not scheduled", hint="outreach schedule schedules/PLAN.yaml"
+        )
+    plan_file = Path(stored["plan_file"])
+    services.outbox.approve(
+        campaign, by, plan_hash(services.settings.workspace, plan_file, load(plan_file))
+    )
+    fired, missed = release_held(services, campaign)
+    typer.echo(
+        f"{campaign} approved by {by}"
+        + (f"; {fired} held step(s) fired, {missed} too late" if fired or missed else "")
+    )
+
+
+def status(
+    ctx: typer.Context,
+    campaign: Annotated[str | None, typer.Argument(help="Campaign id (default: all).")] = None,
+) -> None:
+    """Approval, the next firings, and what has run.
+
+    Example: outreach status cop-2014
+    """
+    from outreach.scheduling import approval_problem, job_id, make_scheduler
+
+    state: State = ctx.obj
+    services = state.services
+    console = out_console()
+    steps = services.outbox.steps(campaign)
+    campaigns = sorted(
+        {s.campaign for s in steps if s.status != "active" or s.settings.get("plan_step")}
+    )
+    scheduler = make_scheduler(services)
+    scheduler.start(paused=True)
+    try:
+        for cid in campaigns:
+            stored = services.outbox.campaign(cid)
+            if stored is None:
+                continue
+            problem = approval_problem(services, cid)
+            approved = (
+                f"approved by {stored['approved_by']} at {stored['approved_at']:%Y-%m-%d %H:%M} UTC"
+                if not problem else f"[yellow]{escape(problem)}[/]"
+            )  # fmt: skip
+            console.print(f"[bold]{escape(cid)}[/] ({escape(stored['name'])}): {approved}")
+            table = Table()
+            for column in ("due (UTC)", "step", "channel", "status", "deliveries", "next firing"):
+                table.add_column(column, overflow="fold")
+            now = datetime.now(UTC)
+            for s in (s for s in steps if s.campaign == cid):
+                job = scheduler.get_job(job_id(cid, s.key))
+                counts = services.outbox.counts(step_id=s.id)
+                table.add_row(
+                    f"{s.send_at:%Y-%m-%d %H:%M}", escape(s.key), s.channel,
+                    s.status + (" (overdue)" if s.status == "scheduled" and s.send_at < now else ""),
+                    ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-",
+                    f"{job.next_run_time:%Y-%m-%d %H:%M}" if job is not None and job.next_run_time else "-",
+                )  # fmt: skip
+            console.print(table)
+    finally:
+        scheduler.shutdown()

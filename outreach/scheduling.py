@@ -1,0 +1,326 @@
+"""APScheduler wiring: ``outreach schedule`` turns a plan into steps and jobs; a job
+firing makes its step's deliveries due (or holds it: not approved, paused, waiting
+for a step it requires); ``outreach run`` runs the scheduler beside the senders.
+
+Jobs live in APScheduler's SQLAlchemyJobStore in the same database, so they survive
+restarts; the job function is importable (``outreach.jobs:fire_step``) and its id is
+``campaign:step@wave@instant``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+
+from outreach.app import Services
+from outreach.domain import audience as seg
+from outreach.domain.plan import (
+    Firing,
+    Plan,
+    Timeline,
+    Wave,
+    parse_at,
+    timeline,
+    zone_term,
+    zones_at,
+)
+from outreach.plans import load
+
+JOB_TABLE = "apscheduler_jobs"
+
+
+def plan_timeline(services: Services, plan: Plan) -> Timeline:
+    def zone_counts(expr: str) -> dict[str | None, int]:
+        return services.contacts.zone_counts(
+            seg.and_(seg.parse(expr), seg.Term("status", ("active",)))
+        )
+
+    return timeline(plan, zone_counts)
+
+
+def plan_hash(workspace: Path, plan_file: Path, plan: Plan) -> str:
+    """A hash of the plan file and of every template file it can use (the named
+    templates, their language variants, layouts and partials)."""
+    digest = hashlib.sha256(plan_file.read_bytes())
+    root = workspace / "templates"
+    used = {s.template for s in plan.steps}
+    for path in sorted(root.rglob("*.j2")) if root.is_dir() else []:
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("_layouts", "_partials") or path.name.split(".")[0] in used:
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class JobEditor(BaseScheduler):
+    """Reads and changes jobs in the store without running any: no thread, so none
+    can fire (a paused BackgroundScheduler's thread may still process due jobs as it
+    shuts down)."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+
+def _options(services: Services) -> dict[str, Any]:
+    return {
+        "jobstores": {"default": SQLAlchemyJobStore(engine=services.engine, tablename=JOB_TABLE)},
+        "timezone": UTC,
+        "job_defaults": {"coalesce": True, "max_instances": 1},
+    }
+
+
+def make_scheduler(services: Services) -> JobEditor:
+    """Start it with ``start(paused=True)`` to read or change jobs; ``start`` (below)
+    runs them."""
+    return JobEditor(**_options(services))
+
+
+def job_id(campaign: str, key: str) -> str:
+    return f"{campaign}:{key}"
+
+
+@dataclass
+class ScheduleReport:
+    added: int = 0
+    replaced: int = 0
+    kept: int = 0
+    cancelled: int = 0
+    fired: int = 0  # already fired or done: left as they are
+
+
+def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
+    step = firing.step
+    settings: dict[str, Any] = {
+        "plan_step": step.id, "wave": firing.wave.id, "requires": list(step.requires),
+        "misfire_s": int(step.misfire.total_seconds()), **dict(step.rate),
+    }  # fmt: skip
+    if step.at.local:
+        same = [f.at for f in line.firings if f.step.id == step.id and f.wave.id == firing.wave.id]
+        settings.update(
+            local=True, offset=str(step.at), base=" ".join(
+                p for p in (f"({step.audience})" if step.audience else "",
+                            f"({firing.wave.audience})" if firing.wave.audience else "") if p),
+            wave_launch=f"{firing.wave.launch:%Y-%m-%d %H:%M} {firing.wave.zone}",
+            instants=[i.isoformat() for i in sorted(same)],
+            hold_until=plan.embargo.astimezone(UTC).isoformat() if step.not_before_embargo else None,
+        )  # fmt: skip
+    return settings
+
+
+def schedule(services: Services, plan_file: Path) -> ScheduleReport:
+    """Store the plan and register a job per firing; running it again changes only
+    what changed, and never touches steps that have fired."""
+    plan = load(plan_file)
+    line = plan_timeline(services, plan)
+    outbox = services.outbox
+    outbox.save_campaign(plan.campaign.id, plan.campaign.name, str(plan_file.resolve()),
+                         plan_hash(services.settings.workspace, plan_file, plan))  # fmt: skip
+    report = ScheduleReport()
+    existing = {s.key: s for s in outbox.steps(plan.campaign.id)}
+    scheduler = make_scheduler(services)
+    scheduler.start(paused=True)
+    try:
+        wanted = set()
+        for firing in line.firings:
+            wanted.add(firing.key)
+            settings = _settings(plan, firing, line)
+            values = {"template": firing.step.template, "audience": firing.audience, "send_at": firing.at,
+                      "channel": firing.step.channel, "settings": settings}  # fmt: skip
+            old = existing.get(firing.key)
+            if old is not None and old.status != "scheduled":
+                report.fired += 1
+                continue
+            if old is None:
+                step = outbox.ensure_step(
+                    campaign=plan.campaign.id, key=firing.key, status="scheduled", **values
+                )
+                report.added += 1
+            elif (old.template, old.audience, old.send_at, old.channel, old.settings) == tuple(
+                values.values()
+            ):
+                step = old
+                report.kept += 1
+                if scheduler.get_job(job_id(plan.campaign.id, firing.key)) is not None:
+                    continue
+            else:
+                outbox.update_step(old.id, **values)
+                step = old
+                report.replaced += 1
+            scheduler.add_job(
+                "outreach.jobs:fire_step", "date", run_date=firing.at,
+                id=job_id(plan.campaign.id, firing.key), replace_existing=True,
+                args=[str(services.settings.workspace), plan.campaign.id, firing.key],
+                misfire_grace_time=max(1, int(firing.step.misfire.total_seconds())),
+                name=f"{firing.step.id} ({firing.step.channel}) of {plan.campaign.id}",
+            )  # fmt: skip
+            del step
+        for key, old in existing.items():
+            if key not in wanted and old.status == "scheduled":
+                outbox.set_step_status(old.id, "cancelled", "no longer in the plan")
+                job = scheduler.get_job(job_id(plan.campaign.id, key))
+                if job is not None:
+                    job.remove()
+                report.cancelled += 1
+    finally:
+        scheduler.shutdown()
+    return report
+
+
+def approval_problem(services: Services, campaign_id: str) -> str | None:
+    """Why the campaign may not send now, or None."""
+    campaign = services.outbox.campaign(campaign_id)
+    if campaign is None:
+        return f"campaign {campaign_id} is not scheduled"
+    if campaign["status"] != "active":
+        return f"campaign {campaign_id} is {campaign['status']}"
+    if not campaign["approved_hash"]:
+        return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
+    plan_file = Path(campaign["plan_file"])
+    current = plan_hash(services.settings.workspace, plan_file, load(plan_file))
+    if current != campaign["approved_hash"]:
+        return (f"the plan or a template of {campaign_id} changed since {campaign['approved_by']} approved it "
+                f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
+    return None
+
+
+def fire(services: Services, campaign_id: str, key: str, now: datetime | None = None) -> str:
+    """What a job does when its instant comes; returns the step's new status."""
+    outbox = services.outbox
+    step = outbox.step_by_key(campaign_id, key)
+    if step is None or step.status not in ("scheduled", "held"):
+        return step.status if step else "missing"
+    now = now or datetime.now(UTC)
+    problem = approval_problem(services, campaign_id)
+    if problem:
+        outbox.set_step_status(step.id, "held", f"held at its time: {problem}")
+        return "held"
+    settings = step.settings
+    if step.channel != "email":
+        # The X and press channels are not connected yet: nothing is posted, and the
+        # log says so, so that steps requiring this one can go on.
+        outbox.set_step_status(
+            step.id, "done", f"fired; no {step.channel} channel is connected, nothing was posted"
+        )
+        return "done"
+    audience = step.audience
+    if settings.get("local"):
+        wave = Wave(settings["wave"], parse_launch_text(settings["wave_launch"]), "")
+        zones = list(services.contacts.zone_counts(
+            seg.and_(seg.parse(settings["base"]), seg.Term("status", ("active",)))
+        ))  # fmt: skip
+        hold = (
+            datetime.fromisoformat(settings["hold_until"]) if settings.get("hold_until") else None
+        )
+        mine = zones_at(wave, parse_at(settings["offset"]), [datetime.fromisoformat(i) for i in settings["instants"]],
+                        step.send_at, zones, hold_until=hold)  # fmt: skip
+        if not mine:  # every zone of this group has left the audience
+            outbox.set_step_status(step.id, "done", "fired: none of its zones has a contact now")
+            return "done"
+        audience = " ".join(p for p in (settings["base"], zone_term(mine)) if p)
+        outbox.update_step(step.id, audience=audience)
+        step = outbox.step(step.id)
+    count = outbox.materialize(step)
+    waiting = [
+        r
+        for r in settings.get("requires", [])
+        if not requirement_done(services, campaign_id, r, settings.get("wave"))
+    ]
+    status = "waiting" if waiting else "active"
+    reason = f"fired: {count} deliveries" + (
+        f"; waiting for {', '.join(waiting)}" if waiting else ""
+    )
+    outbox.set_step_status(step.id, status, reason)
+    return status
+
+
+def parse_launch_text(text: str) -> datetime:
+    from outreach.domain.campaign import parse_launch
+
+    return parse_launch(text)
+
+
+def requirement_done(
+    services: Services, campaign_id: str, plan_step: str, wave: str | None
+) -> bool:
+    steps = [s for s in services.outbox.steps(campaign_id)
+             if s.settings.get("plan_step") == plan_step and (wave is None or s.settings.get("wave") == wave)]  # fmt: skip
+    if not steps:
+        return True
+    for s in steps:
+        if s.status == "done":
+            continue
+        if s.status == "active" and s.channel == "email" and services.outbox.pending(s.id) == 0:
+            continue
+        return False
+    return True
+
+
+def promote_waiting(services: Services) -> int:
+    """Steps waiting for others that are now complete become active."""
+    promoted = 0
+    for step in services.outbox.steps():
+        if step.status != "waiting":
+            continue
+        need = step.settings.get("requires", [])
+        if all(
+            requirement_done(services, step.campaign, r, step.settings.get("wave")) for r in need
+        ):
+            services.outbox.set_step_status(step.id, "active", f"{', '.join(need)} complete")
+            promoted += 1
+    return promoted
+
+
+def record_missed(services: Services, event: JobExecutionEvent) -> None:
+    campaign_id, _sep, key = event.job_id.partition(":")
+    step = services.outbox.step_by_key(campaign_id, key)
+    if step is not None and step.status == "scheduled":
+        late = datetime.now(UTC) - event.scheduled_run_time
+        services.outbox.set_step_status(
+            step.id, "missed",
+            f"missed: due at {event.scheduled_run_time:%Y-%m-%d %H:%M} UTC, the sender was not running "
+            f"and {late.total_seconds() / 60:.0f} min is more than its misfire grace "
+            f"({timedelta(seconds=step.settings.get('misfire_s', 3600))}); nothing was sent. "
+            f"Reschedule it, or send it by hand with outreach send",
+        )  # fmt: skip
+
+
+def release_held(
+    services: Services, campaign_id: str, now: datetime | None = None
+) -> tuple[int, int]:
+    """After approval: held steps still within their misfire grace fire now, the
+    others are marked missed. Returns (fired, missed)."""
+    now = now or datetime.now(UTC)
+    fired = missed = 0
+    for step in services.outbox.steps(campaign_id):
+        if step.status != "held":
+            continue
+        grace = timedelta(seconds=step.settings.get("misfire_s", 3600))
+        if now - step.send_at <= grace:
+            fire(services, campaign_id, step.key, now)
+            fired += 1
+        else:
+            services.outbox.set_step_status(
+                step.id,
+                "missed",
+                f"approved too late: due at {step.send_at:%Y-%m-%d %H:%M} UTC, beyond its misfire grace ({grace})",
+            )
+            missed += 1
+    return fired, missed
+
+
+def start(services: Services) -> BackgroundScheduler:
+    """The running scheduler of ``outreach run``: jobs fire in its threads."""
+    scheduler = BackgroundScheduler(**_options(services))
+    scheduler.add_listener(lambda event: record_missed(services, event), EVENT_JOB_MISSED)
+    scheduler.start()
+    return scheduler

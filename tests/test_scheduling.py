@@ -1,0 +1,215 @@
+"""Scheduling a plan with APScheduler on a real SQLite job store: idempotent
+scheduling, approval, local fan-out at firing time, requirements, restarts, misfires."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from outreach.app import Services, build
+from outreach.config import load_settings
+from outreach.domain.audience import parse
+from outreach.imports import import_files
+from outreach.plans import load
+from outreach.scheduling import (
+    approval_problem,
+    fire,
+    job_id,
+    make_scheduler,
+    plan_hash,
+    promote_waiting,
+    release_held,
+    schedule,
+    start,
+)
+from tests.conftest import ROOT, Cli
+
+PLAN = "schedules/cop-guidelines-2014.yaml"
+
+
+@pytest.fixture
+def services(tmp_path: Path):  # type: ignore[no-untyped-def]
+    ws = tmp_path / "ws"
+    for folder in ("contacts", "templates", "schedules"):
+        shutil.copytree(ROOT / folder, ws / folder)
+    services = build(
+        load_settings(ws, env={"OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "k"})
+    )
+    import_files(services.contacts, sorted((ws / "contacts").glob("*.csv")))
+    yield services
+    services.close()
+
+
+def jobs(services: Services) -> dict[str, datetime]:
+    scheduler = make_scheduler(services)
+    scheduler.start(paused=True)
+    try:
+        return {j.id: j.next_run_time for j in scheduler.get_jobs()}
+    finally:
+        scheduler.shutdown()
+
+
+def approve(services: Services, campaign: str = "cop-2014") -> None:
+    stored = services.outbox.campaign(campaign)
+    path = Path(stored["plan_file"])
+    services.outbox.approve(
+        campaign, "Tester", plan_hash(services.settings.workspace, path, load(path))
+    )
+
+
+def test_scheduling_is_idempotent_and_tracks_changes(services: Services) -> None:
+    path = services.settings.workspace / PLAN
+    first = schedule(services, path)
+    assert (first.added, first.kept) == (34, 0)
+    registered = jobs(services)
+    assert len(registered) == 34
+    assert registered[job_id("cop-2014", "press-release@20140905T0700Z")] == datetime(
+        2014, 9, 5, 7, tzinfo=UTC
+    )
+    again = schedule(services, path)
+    assert (again.added, again.replaced, again.kept, again.cancelled) == (0, 0, 34, 0)
+    data = yaml.safe_load(path.read_text())
+    data["steps"] = [s for s in data["steps"] if s["id"] != "launch-thread"]
+    next(s for s in data["steps"] if s["id"] == "embargoed-media")["audience"] = (
+        "kind:media country:FJ,GB"
+    )
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    changed = schedule(services, path)
+    assert (changed.replaced, changed.cancelled, changed.kept) == (1, 1, 32)
+    assert len(jobs(services)) == 33
+    assert (
+        services.outbox.step_by_key("cop-2014", "launch-thread@20140905T0705Z").status
+        == "cancelled"
+    )
+
+
+def test_nothing_fires_unapproved_and_a_change_revokes_approval(services: Services) -> None:
+    path = services.settings.workspace / PLAN
+    schedule(services, path)
+    assert "not approved" in approval_problem(services, "cop-2014")
+    media = "embargoed-media@20140903T0600Z"
+    when = datetime(2014, 9, 3, 6, 0, 30, tzinfo=UTC)
+    assert fire(services, "cop-2014", media, when) == "held"
+    assert services.outbox.counts(step_id=services.outbox.step_by_key("cop-2014", media).id) == {}
+    approve(services)
+    assert approval_problem(services, "cop-2014") is None
+    assert release_held(services, "cop-2014", when) == (1, 0)
+    assert services.outbox.counts(step_id=services.outbox.step_by_key("cop-2014", media).id) == {
+        "queued": 60
+    }
+    template = services.settings.workspace / "templates" / "cop-partner.email.j2"
+    template.write_text(template.read_text().replace("With thanks", "With many thanks"))
+    assert "changed since Tester approved it" in approval_problem(services, "cop-2014")
+
+
+def test_local_fan_out_is_decided_when_each_group_fires(services: Services) -> None:
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    # a contact in a zone the plan did not know when it was scheduled
+    services.outbox  # noqa: B018
+    from outreach.domain.contact import normalize_contact
+
+    with services.contacts.writer() as writer:
+        writer.write([normalize_contact({"email": "new@example.com", "kind": "industry", "country": "US",
+                                         "timezone": "America/Chicago"})])  # fmt: skip
+    industry = [
+        s
+        for s in services.outbox.steps("cop-2014")
+        if s.settings.get("plan_step") == "industry-email"
+    ]
+    for step in industry:
+        assert fire(services, "cop-2014", step.key, step.send_at) == "active"
+    total = sum(services.outbox.counts(step_id=s.id).get("queued", 0) for s in industry)
+    assert total == services.contacts.count(parse("kind:industry -country:FJ,WS,TO status:active"))
+    chicago = services.contacts.get("new@example.com")
+    where = [s for s in industry if services.outbox.events(step_key=s.key, email=chicago.email)]
+    assert len(where) == 1  # 09:00 in Chicago is 14:00 UTC: the first group at or after it
+    assert where[0].send_at == datetime(2014, 9, 5, 14, tzinfo=UTC)
+
+
+def test_a_step_waits_for_the_steps_it_requires(services: Services) -> None:
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    partner, press = "partner-email@20140905T0730Z", "press-release@20140905T0700Z"
+    assert fire(services, "cop-2014", partner, datetime(2014, 9, 5, 7, 30, tzinfo=UTC)) == "waiting"
+    assert promote_waiting(services) == 0
+    assert fire(services, "cop-2014", press, datetime(2014, 9, 5, 7, tzinfo=UTC)) == "done"
+    assert promote_waiting(services) == 1
+    assert services.outbox.step_by_key("cop-2014", partner).status == "active"
+    reasons = [e["detail"]["reason"] for e in services.outbox.events(step_key=press, event="done")]
+    assert "no press channel is connected, nothing was posted" in reasons[0]
+
+
+def _soon_plan(path: Path, launch: datetime, misfire: str = "1h") -> None:
+    path.write_text(yaml.safe_dump({
+        "campaign": {"id": "soon", "name": "Soon", "from": "team@example.org"},
+        "launch": f"{launch:%Y-%m-%d %H:%M} UTC",
+        "links": {"guidelines": "https://example.org/g", "pledge": "https://example.org/p"},
+        "steps": [{"id": "mail", "channel": "email", "template": "cop-industry",
+                   "audience": "kind:industry country:TO", "at": "T+0", "misfire": misfire}],
+    }))  # fmt: skip
+
+
+def test_jobs_survive_a_restart_and_fire_on_time(services: Services) -> None:
+    path = services.settings.workspace / "schedules" / "soon.yaml"
+    launch = (datetime.now(UTC) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    _soon_plan(path, launch)
+    schedule(services, path)
+    approve(services, "soon")
+    # a new process: the job is in the database, not in memory
+    fresh = build(services.settings)
+    scheduler = start(fresh)
+    try:
+        step = fresh.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
+        deadline = time.monotonic() + 90
+        while fresh.outbox.step(step.id).status == "scheduled" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fresh.outbox.step(step.id).status == "active"
+        fired = fresh.outbox.events(step_key=step.key, event="active")[0]["at"]
+        assert abs((fired - launch).total_seconds()) < 5
+        assert fresh.outbox.counts(step_id=step.id) == {
+            "queued": fresh.contacts.count(parse("kind:industry country:TO"))
+        }
+    finally:
+        scheduler.shutdown(wait=True)
+        fresh.close()
+
+
+def test_a_job_missed_beyond_its_grace_is_logged_not_dropped(services: Services) -> None:
+    path = services.settings.workspace / "schedules" / "soon.yaml"
+    launch = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
+    _soon_plan(path, launch, misfire="1h")
+    schedule(services, path)
+    approve(services, "soon")
+    scheduler = start(services)
+    try:
+        step = services.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
+        deadline = time.monotonic() + 10
+        while services.outbox.step(step.id).status == "scheduled" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        scheduler.shutdown(wait=True)
+    assert services.outbox.step(step.id).status == "missed"
+    reason = services.outbox.events(step_key=step.key, event="missed")[0]["detail"]["reason"]
+    assert "the sender was not running" in reason and "misfire grace (1:00:00)" in reason
+    assert services.outbox.counts(step_id=step.id) == {}
+
+
+def test_schedule_approve_status_commands(services: Services) -> None:
+    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    out = cli("schedule", PLAN).stdout
+    assert "34 firing(s) added" in out and "not approved" in out
+    status = cli("status", "cop-2014").stdout
+    assert (
+        "not approved" in status
+        and "press-release@20140905T0700Z" in status
+        and "scheduled (overdue)" in status
+    )
+    approved = cli("approve", "cop-2014", "--by", "Sarah Taylor").stdout
+    assert "cop-2014 approved by Sarah Taylor" in approved
+    assert "approved by Sarah Taylor at" in cli("status").stdout
