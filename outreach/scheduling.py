@@ -318,6 +318,64 @@ def release_held(
     return fired, missed
 
 
+def pause_campaign(services: Services, campaign_id: str) -> int:
+    """Nothing more of the campaign goes out until resumed: firings are held, sending
+    steps stop after the messages in flight."""
+    services.outbox.set_campaign_status(campaign_id, "paused")
+    paused = 0
+    for step in services.outbox.steps(campaign_id):
+        if step.status in ("active", "waiting"):
+            services.outbox.set_step_status(step.id, "paused", "campaign paused by outreach pause")
+            paused += 1
+    return paused
+
+
+def resume_campaign(
+    services: Services, campaign_id: str, step_key: str | None = None
+) -> tuple[int, int]:
+    """Paused steps (by ``pause`` or an error budget) continue; held firings still
+    within their grace fire. Returns (resumed, fired)."""
+    if services.outbox.campaign(campaign_id) is not None and step_key is None:
+        services.outbox.set_campaign_status(campaign_id, "active")
+    resumed = 0
+    for step in services.outbox.steps(campaign_id):
+        if step.status == "paused" and (step_key is None or step.key == step_key):
+            services.outbox.set_step_status(step.id, "active", "resumed by outreach resume")
+            resumed += 1
+    fired = 0
+    if (
+        services.outbox.campaign(campaign_id) is not None
+        and approval_problem(services, campaign_id) is None
+    ):
+        fired, _missed = release_held(services, campaign_id)
+    return resumed, fired
+
+
+def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
+    """Every step not yet done is cancelled, its jobs removed and its unsent
+    deliveries skipped (logged). Returns (steps, deliveries)."""
+    if services.outbox.campaign(campaign_id) is not None:
+        services.outbox.set_campaign_status(campaign_id, "cancelled")
+    editor = make_scheduler(services)
+    editor.start(paused=True)
+    steps = skipped = 0
+    try:
+        for step in services.outbox.steps(campaign_id):
+            job = editor.get_job(job_id(campaign_id, step.key))
+            if job is not None:
+                job.remove()
+            if step.status in ("done", "cancelled", "missed"):
+                continue
+            skipped += services.outbox.skip_pending(step.id, "campaign cancelled")
+            services.outbox.set_step_status(
+                step.id, "cancelled", "campaign cancelled by outreach cancel"
+            )
+            steps += 1
+    finally:
+        editor.shutdown()
+    return steps, skipped
+
+
 def start(services: Services) -> BackgroundScheduler:
     """The running scheduler of ``outreach run``: jobs fire in its threads."""
     scheduler = BackgroundScheduler(**_options(services))

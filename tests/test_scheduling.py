@@ -213,3 +213,27 @@ def test_schedule_approve_status_commands(services: Services) -> None:
     approved = cli("approve", "cop-2014", "--by", "Sarah Taylor").stdout
     assert "cop-2014 approved by Sarah Taylor" in approved
     assert "approved by Sarah Taylor at" in cli("status").stdout
+
+
+def test_pause_resume_and_cancel(services: Services) -> None:
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    media = "embargoed-media@20140903T0600Z"
+    when = datetime(2014, 9, 3, 6, 0, 30, tzinfo=UTC)
+    assert fire(services, "cop-2014", media, when) == "active"
+    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    assert "1 sending step(s) stopped" in cli("pause", "cop-2014").stdout
+    assert services.outbox.step_by_key("cop-2014", media).status == "paused"
+    assert "paused" in approval_problem(services, "cop-2014")
+    assert fire(services, "cop-2014", "press-release@20140905T0700Z", when) == "held"
+    assert "resumed 1 step(s) of cop-2014" in cli("resume", "cop-2014").stdout
+    assert services.outbox.step_by_key("cop-2014", media).status == "active"
+    out = cli("cancel", "cop-2014", "--yes").stdout
+    assert "unsent delivery(ies) skipped" in out and "60 unsent" in out
+    assert services.outbox.counts(step_id=services.outbox.step_by_key("cop-2014", media).id) == {
+        "skipped": 60
+    }
+    assert jobs(services) == {}
+    assert all(
+        s.status in ("cancelled", "done", "missed") for s in services.outbox.steps("cop-2014")
+    )

@@ -19,6 +19,42 @@ def register(app: typer.Typer) -> None:
     app.command("schedule")(schedule)
     app.command("approve")(approve)
     app.command("status")(status)
+    app.command("pause")(pause)
+    app.command("cancel")(cancel)
+
+
+def pause(
+    ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")]
+) -> None:
+    """Stop a campaign: firings are held and sending stops after the messages in flight.
+
+    Example: outreach pause cop-2014
+    """
+    from outreach.scheduling import pause_campaign
+
+    state: State = ctx.obj
+    n = pause_campaign(state.services, campaign)
+    typer.echo(
+        f"{campaign} paused ({n} sending step(s) stopped); continue with: outreach resume {campaign}"
+    )
+
+
+def cancel(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign id.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Cancel what is left of a campaign: its jobs go, unsent deliveries are skipped.
+
+    Example: outreach cancel cop-2014 --yes
+    """
+    from outreach.scheduling import cancel_campaign
+
+    state: State = ctx.obj
+    if not yes and not typer.confirm(f"Cancel what is left of {campaign}?", err=True):
+        raise typer.Exit(1)
+    steps, skipped = cancel_campaign(state.services, campaign)
+    typer.echo(f"{campaign} cancelled: {steps} step(s), {skipped} unsent delivery(ies) skipped")
 
 
 def schedule(

@@ -355,15 +355,15 @@ def resume(
     campaign: Annotated[str, typer.Argument(help="Campaign id.")],
     step: Annotated[str | None, typer.Option(help="Only this step.")] = None,
 ) -> None:
-    """Continue a campaign's paused steps.
+    """Continue a paused campaign, or its steps paused because the relay looked down.
 
     Example: outreach resume cop-2014
     """
+    from outreach.scheduling import resume_campaign
+
     state: State = ctx.obj
-    outbox = state.services.outbox
-    resumed = 0
-    for s in outbox.steps(campaign):
-        if s.status == "paused" and (step is None or s.key == step):
-            outbox.set_step_status(s.id, "active", "resumed by outreach resume")
-            resumed += 1
-    typer.echo(f"resumed {resumed} step(s) of {campaign}")
+    resumed, fired = resume_campaign(state.services, campaign, step)
+    typer.echo(
+        f"resumed {resumed} step(s) of {campaign}"
+        + (f"; {fired} held step(s) fired" if fired else "")
+    )

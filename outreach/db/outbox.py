@@ -122,6 +122,41 @@ class SqlOutbox:
             row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
         return dict(row._mapping) if row else None
 
+    def set_campaign_status(self, campaign_id: str, status: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(status=status, updated_at=utcnow())
+            )
+
+    def skip_pending(self, step_id: int, reason: str) -> int:
+        """Deliveries not yet sent of a cancelled step become skipped, logged."""
+        now = utcnow()
+        with self._write() as conn, conn.begin():
+            ids = (
+                conn.execute(
+                    select(deliveries.c.id).where(
+                        deliveries.c.step_id == step_id,
+                        deliveries.c.status.in_(("queued", "deferred")),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if ids:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids))
+                    .values(status="skipped", updated_at=now)
+                )
+                conn.execute(
+                    insert(delivery_events),
+                    [{"step_id": step_id, "delivery_id": i, "at": now, "event": "skipped",
+                      "detail": {"reason": reason}} for i in ids],
+                )  # fmt: skip
+        return len(ids)
+
     def approve(self, campaign_id: str, by: str, plan_hash: str) -> None:
         with self._write() as conn, conn.begin():
             conn.execute(
