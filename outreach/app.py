@@ -50,6 +50,14 @@ class Services:
 
             for path in plan_files(self.settings.workspace):
                 info = campaign_from_plan(read_plan(path), source=str(path))
+                stored = self.outbox.campaign(info.id)
+                moved = (stored or {}).get("overrides", {}).get("launch")
+                if moved:  # rescheduled: templates show the new launch
+                    from dataclasses import replace
+
+                    from outreach.domain.campaign import parse_launch
+
+                    info = replace(info, launch=parse_launch(moved, source="launch"))
                 self._campaigns[info.id] = info
         if campaign_id in self._campaigns:
             return self._campaigns[campaign_id]

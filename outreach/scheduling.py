@@ -22,6 +22,7 @@ from apscheduler.schedulers.base import BaseScheduler
 
 from outreach.app import Services
 from outreach.domain import audience as seg
+from outreach.domain.errors import OutreachError
 from outreach.domain.plan import (
     Firing,
     Plan,
@@ -29,6 +30,7 @@ from outreach.domain.plan import (
     Wave,
     parse_at,
     timeline,
+    with_launches,
     zone_term,
     zones_at,
 )
@@ -121,17 +123,28 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
     """Store the plan and register a job per firing; running it again changes only
     what changed, and never touches steps that have fired."""
     plan = load(plan_file)
-    line = plan_timeline(services, plan)
     outbox = services.outbox
     outbox.save_campaign(plan.campaign.id, plan.campaign.name, str(plan_file.resolve()),
                          plan_hash(services.settings.workspace, plan_file, plan))  # fmt: skip
+    plan = with_launches(plan, launch_overrides(services, plan.campaign.id))
+    line = plan_timeline(services, plan)
     report = ScheduleReport()
     existing = {s.key: s for s in outbox.steps(plan.campaign.id)}
     scheduler = make_scheduler(services)
     scheduler.start(paused=True)
     try:
         wanted = set()
+        # a non-local step (in a wave) that has fired is not planned again by a
+        # reschedule: it went out at its time
+        done_before = {
+            (s.settings.get("plan_step"), s.settings.get("wave"))
+            for s in existing.values()
+            if s.status not in ("scheduled", "cancelled", "held") and not s.settings.get("local")
+        }
         for firing in line.firings:
+            if (firing.step.id, firing.wave.id) in done_before and firing.key not in existing:
+                report.fired += 1
+                continue
             wanted.add(firing.key)
             settings = _settings(plan, firing, line)
             values = {"template": firing.step.template, "audience": firing.audience, "send_at": firing.at,
@@ -174,6 +187,39 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
     finally:
         scheduler.shutdown()
     return report
+
+
+def launch_overrides(services: Services, campaign_id: str) -> dict[str, datetime]:
+    stored = services.outbox.campaign(campaign_id)
+    return {
+        wave: parse_launch_text(text)
+        for wave, text in ((stored or {}).get("overrides") or {}).items()
+    }
+
+
+def reschedule(
+    services: Services, campaign_id: str, launch: str, wave: str = "launch"
+) -> ScheduleReport:
+    """Move a wave's launch (default: the campaign's) and every step not yet fired
+    with it."""
+    stored = services.outbox.campaign(campaign_id)
+    if stored is None:
+        raise OutreachError(
+            f"campaign {campaign_id} is not scheduled", hint="outreach schedule schedules/PLAN.yaml"
+        )
+    plan_file = Path(stored["plan_file"])
+    plan = load(plan_file)
+    target = next((w for w in plan.waves if w.id == wave), None)
+    if target is None:
+        raise OutreachError(
+            f"no wave {wave!r} in {campaign_id}",
+            hint=f"waves: {', '.join(w.id for w in plan.waves)}",
+        )
+    text = launch if len(launch.split()) == 3 else f"{launch} {target.zone}"
+    parse_launch_text(text)  # refuses a bad date, time or zone
+    overrides = {**(stored.get("overrides") or {}), wave: text}
+    services.outbox.set_overrides(campaign_id, overrides)
+    return schedule(services, plan_file)
 
 
 def approval_problem(services: Services, campaign_id: str) -> str | None:
@@ -229,7 +275,12 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
         audience = " ".join(p for p in (settings["base"], zone_term(mine)) if p)
         outbox.update_step(step.id, audience=audience)
         step = outbox.step(step.id)
-    count = outbox.materialize(step)
+    # Other firings of the same plan step (zone groups, or times before a reschedule)
+    # may have reached some of these contacts already: nobody gets it twice.
+    siblings = [s.id for s in outbox.steps(campaign_id) if s.id != step.id
+                and s.settings.get("plan_step") == settings.get("plan_step")
+                and s.settings.get("wave") == settings.get("wave")]  # fmt: skip
+    count = outbox.materialize(step, exclude_steps=siblings)
     waiting = [
         r
         for r in settings.get("requires", [])
@@ -246,7 +297,7 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
 def parse_launch_text(text: str) -> datetime:
     from outreach.domain.campaign import parse_launch
 
-    return parse_launch(text)
+    return parse_launch(text, source="launch")
 
 
 def requirement_done(

@@ -7,6 +7,7 @@ import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -236,4 +237,33 @@ def test_pause_resume_and_cancel(services: Services) -> None:
     assert jobs(services) == {}
     assert all(
         s.status in ("cancelled", "done", "missed") for s in services.outbox.steps("cop-2014")
+    )
+
+
+def test_reschedule_moves_every_step_not_yet_fired(services: Services) -> None:
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    media = "embargoed-media@20140903T0600Z"
+    assert fire(services, "cop-2014", media, datetime(2014, 9, 3, 6, tzinfo=UTC)) == "active"
+    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    out = cli("reschedule", "cop-2014", "--launch", "2014-09-08 10:00").stdout
+    assert "1 already fired" in out
+    registered = jobs(services)
+    assert (
+        job_id("cop-2014", "press-release@20140908T0700Z") in registered
+    )  # Istanbul 10:00 = 07:00 UTC
+    assert job_id("cop-2014", "press-release@20140905T0700Z") not in registered
+    assert (
+        services.outbox.step_by_key("cop-2014", media).status == "active"
+    )  # already fired: untouched
+    assert services.campaign("cop-2014").launch == datetime(
+        2014, 9, 8, 10, tzinfo=ZoneInfo("Europe/Istanbul")
+    )
+    # the Pacific wave keeps its own launch unless asked
+    assert job_id("cop-2014", "pacific-rollout@pacific@20140911T2100Z") in registered
+    cli("reschedule", "cop-2014", "--wave", "pacific", "--launch", "2014-09-19 10:00")
+    assert job_id("cop-2014", "pacific-rollout@pacific@20140918T2100Z") in jobs(services)
+    assert (
+        "unknown time zone"
+        in cli("reschedule", "cop-2014", "--launch", "2014-09-08 10:00 Mars/Base", ok=False).output
     )

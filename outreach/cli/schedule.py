@@ -21,6 +21,31 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("pause")(pause)
     app.command("cancel")(cancel)
+    app.command("reschedule")(reschedule)
+
+
+def reschedule(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign id.")],
+    launch: Annotated[
+        str, typer.Option(help="New launch: '2014-09-08 10:00' (the wave's zone) or with a zone.")
+    ],
+    wave: Annotated[
+        str, typer.Option(help="Which wave (default: the campaign's launch).")
+    ] = "launch",
+) -> None:
+    """Move a launch, and every step not yet sent with it.
+
+    Example: outreach reschedule cop-2014 --launch "2014-09-08 10:00"
+    """
+    from outreach.scheduling import reschedule as do_reschedule
+
+    state: State = ctx.obj
+    report = do_reschedule(state.services, campaign, launch, wave)
+    typer.echo(
+        f"{campaign}: {wave} moved to {launch}; {report.added} firing(s) at new times, "
+        f"{report.cancelled} old ones removed, {report.fired} already fired (left as they are)"
+    )
 
 
 def pause(

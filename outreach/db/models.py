@@ -161,5 +161,6 @@ campaigns = Table(
     Column("approved_by", String(200)),
     Column("approved_at", UTCDateTime),
     Column("approved_hash", String(64)),
+    Column("overrides", JSON, nullable=False),  # wave id -> launch, set by reschedule
     Column("updated_at", UTCDateTime, nullable=False),
 )

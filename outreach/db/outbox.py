@@ -115,12 +115,24 @@ class SqlOutbox:
                     update(campaigns).where(campaigns.c.id == campaign_id).values(**values)
                 )
             else:
-                conn.execute(insert(campaigns).values(id=campaign_id, status="active", **values))
+                conn.execute(
+                    insert(campaigns).values(
+                        id=campaign_id, status="active", overrides={}, **values
+                    )
+                )
 
     def campaign(self, campaign_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
         return dict(row._mapping) if row else None
+
+    def set_overrides(self, campaign_id: str, overrides: dict[str, str]) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(campaigns)
+                .where(campaigns.c.id == campaign_id)
+                .values(overrides=overrides, updated_at=utcnow())
+            )
 
     def set_campaign_status(self, campaign_id: str, status: str) -> None:
         with self._write() as conn, conn.begin():
@@ -187,9 +199,11 @@ class SqlOutbox:
             self._event(conn, step_id, None, status, {"reason": reason})
 
     # -- materialising -----------------------------------------------------------------
-    def materialize(self, step: StepInfo, *, batch: int = 20_000) -> int:
+    def materialize(
+        self, step: StepInfo, *, batch: int = 20_000, exclude_steps: Sequence[int] = ()
+    ) -> int:
         """One queued delivery per active contact in the step's audience; running it
-        again adds nothing. Works through contacts in id ranges of ``batch``, each in
+        again adds nothing, and nor does a contact that ``exclude_steps`` already have. Works through contacts in id ranges of ``batch``, each in
         its own transaction (each is complete and safe to repeat)."""
         clause = where(parse(step.audience))
         added = 0
@@ -209,7 +223,8 @@ class SqlOutbox:
                     .where(
                         contacts.c.id > start, contacts.c.id <= end, contacts.c.status == "active", clause,
                         ~select(deliveries.c.id).where(
-                            deliveries.c.step_id == step.id, deliveries.c.contact_id == contacts.c.id
+                            deliveries.c.step_id.in_([step.id, *exclude_steps]),
+                            deliveries.c.contact_id == contacts.c.id,
                         ).exists(),
                     )
                     .order_by(contacts.c.id)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -461,6 +461,21 @@ def timeline(plan: Plan, zone_counts: Callable[[str], Mapping[str | None, int]])
                 out.firings.append(Firing(step, wave, at, expr, tuple(sorted(set(zones))), clamped))
     out.firings.sort(key=lambda f: (f.at, f.step.id, f.wave.id))
     return out
+
+
+def with_launches(plan: Plan, overrides: Mapping[str, datetime]) -> Plan:
+    """The plan with some waves launching at other moments (``reschedule``); the
+    first wave's moment is the campaign's launch, and the embargo moves with it."""
+    if not overrides:
+        return plan
+    waves = tuple(replace(w, launch=overrides.get(w.id, w.launch)) for w in plan.waves)
+    campaign = plan.campaign
+    embargo = plan.embargo
+    if "launch" in overrides:
+        shift = overrides["launch"] - plan.campaign.launch
+        campaign = replace(campaign, launch=overrides["launch"])
+        embargo = plan.embargo + shift
+    return replace(plan, waves=waves, campaign=campaign, embargo=embargo)
 
 
 def launch_days(plan: Plan) -> list[date]:

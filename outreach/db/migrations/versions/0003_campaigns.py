@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("approved_by", sa.String(200)),
         sa.Column("approved_at", UTCDateTime),
         sa.Column("approved_hash", sa.String(64)),
+        sa.Column("overrides", sa.JSON, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_campaigns"),
     )
