@@ -100,6 +100,7 @@ class _Step:
     variants: dict
     limiter: RateLimiter | None = None  # the step's own limits, within the channel's
     failures_in_a_row: int = 0
+    files: dict = field(default_factory=dict)  # language -> the variant it gets
 
 
 class Dispatcher:
@@ -181,7 +182,9 @@ class Dispatcher:
             return self._outcome(
                 item, "deferred", {"reason": f"step {step.info.status}"}, next_attempt=self.clock()
             )
-        file = self.library.pick(step.variants, contact.language)
+        file = step.files.get(contact.language)
+        if file is None:
+            file = step.files[contact.language] = self.library.pick(step.variants, contact.language)
         try:
             template = self.library.compile(file)
             assert isinstance(template, EmailTemplate)

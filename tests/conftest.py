@@ -52,6 +52,17 @@ def cli(workspace: Path) -> Cli:
     return Cli(workspace)
 
 
+@pytest.fixture
+def sample_ws(tmp_path: Path) -> Cli:
+    """A copy of the sample workspace with its contacts imported."""
+    ws = tmp_path / "ws"
+    for folder in ("contacts", "templates", "schedules"):
+        shutil.copytree(ROOT / folder, ws / folder)
+    cli = Cli(ws)
+    cli("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
+    return cli
+
+
 def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))

@@ -3,7 +3,6 @@ plan commands."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from outreach.domain.errors import InputFileError
 from outreach.domain.plan import Offset, load_plan, parse_at, timeline
 from outreach.plans import load
-from tests.conftest import ROOT, Cli
+from tests.conftest import Cli
 
 BASE = {
     "campaign": {"id": "cop-2014", "name": "COP Guidelines"},
@@ -175,16 +174,6 @@ def test_every_firing_matches_zoneinfo_and_no_public_one_is_early(
 
 
 # -- the commands ------------------------------------------------------------------
-
-
-@pytest.fixture
-def sample_ws(tmp_path: Path) -> Cli:
-    ws = tmp_path / "ws"
-    for folder in ("contacts", "templates", "schedules"):
-        shutil.copytree(ROOT / folder, ws / folder)
-    cli = Cli(ws)
-    cli("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
-    return cli
 
 
 def test_plan_check_and_show_on_the_sample(sample_ws: Cli, tmp_path: Path) -> None:

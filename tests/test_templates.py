@@ -300,16 +300,6 @@ def test_press_release_with_dateline_and_embargo(sample_library: TemplateLibrary
 # -- the commands ------------------------------------------------------------------
 
 
-@pytest.fixture
-def sample_ws(tmp_path: Path) -> Cli:
-    ws = tmp_path / "ws"
-    for folder in ("contacts", "templates", "schedules"):
-        shutil.copytree(ROOT / folder, ws / folder)
-    cli = Cli(ws)
-    cli("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
-    return cli
-
-
 def test_templates_check_passes_on_the_sample(sample_ws: Cli) -> None:
     out = sample_ws("templates", "check").stdout
     assert "ok: templates/cop-industry.fr.email.j2: rendered 92 time(s)" in out
