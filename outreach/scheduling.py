@@ -13,14 +13,13 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
-from outreach.app import Services
 from outreach.domain import audience as seg
 from outreach.domain.errors import OutreachError
 from outreach.domain.plan import (
@@ -35,6 +34,9 @@ from outreach.domain.plan import (
     zones_at,
 )
 from outreach.plans import load
+
+if TYPE_CHECKING:  # scheduling sits below app (which wires it); only the type is needed
+    from outreach.app import Services
 
 JOB_TABLE = "apscheduler_jobs"
 
