@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/import_contacts.py
 	$(BIN)/python bench/send.py
+	$(BIN)/python bench/plan.py
 
 clean:
 	rm -rf $(VENV) .outreach .pytest_cache .hypothesis
