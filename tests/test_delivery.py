@@ -336,3 +336,49 @@ def test_a_step_can_be_slower_than_the_channel(tmp_path: Path) -> None:
     assert services.outbox.counts(step_id=step.id) == {"sent": n} and n == 6
     assert elapsed >= (n - 4) / 4 * 0.9  # a burst of 4, then 4 per second
     services.close()
+
+
+def test_worker_senders_go_when_the_parent_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    services = workspace(tmp_path)
+    step = step_for(services, "status:active")
+    services.outbox.materialize(step)
+    exe = str(Path(sys.executable).with_name("outreach"))
+    recorder = Recorder(Faults(slow=0.05))
+    with SmtpServer(recorder) as server:
+        env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "test-key",
+               "OUTREACH_SMTP_URL": server.url, "OUTREACH_RATE_PER_SECOND": "100000"}  # fmt: skip
+        proc = subprocess.Popen([exe, "-w", str(services.settings.workspace), "run", "--workers", "2"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 30
+        children: list[int] = []
+        while not children and time.monotonic() < deadline:
+            children = [
+                int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == proc.pid
+            ]
+            time.sleep(0.1)
+        assert children, "the sender started a worker process"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        time.sleep(1)
+        alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+        assert alive == []
+    services.close()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"

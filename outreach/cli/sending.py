@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import signal
@@ -163,18 +164,24 @@ def _progress(console):  # type: ignore[no-untyped-def]
 
 
 def _spawn(services: Services, count: int, until_idle: bool) -> list[subprocess.Popen]:
-    command = [
-        sys.executable,
-        "-m",
-        "outreach",
-        "-w",
-        str(services.settings.workspace),
-        "run",
-        "--child",
-    ]
+    workspace = str(services.settings.workspace)
+    command = [sys.executable, "-m", "outreach", "-w", workspace, "run", "--child"]
     if until_idle:
         command.append("--until-idle")
-    return [subprocess.Popen(command) for _ in range(count)]
+    env = {**os.environ, "OUTREACH_SENDER_PARENT": str(os.getpid())}
+    return [subprocess.Popen(command, env=env) for _ in range(count)]
+
+
+def _die_with_parent() -> None:
+    """A worker sender goes when its parent goes, even by kill -9: a sender left
+    running would race the next one's recovery. (Linux prctl PR_SET_PDEATHSIG.)"""
+    import ctypes
+
+    parent = int(os.environ.get("OUTREACH_SENDER_PARENT", "0"))
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:  # the parent was gone before prctl took hold
+        raise SystemExit(0)
 
 
 def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
@@ -286,6 +293,8 @@ def run(
     Example: outreach run
     """
     state: State = ctx.obj
+    if child:
+        _die_with_parent()
     _drain(state.services, label="sending", until_idle=until_idle, workers=workers, child=child,
            scheduler=not child)  # fmt: skip
 
