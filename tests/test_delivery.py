@@ -277,21 +277,15 @@ def test_sigkill_at_random_moments_loses_nothing_and_logs_every_duplicate(tmp_pa
 
 
 def test_sigterm_finishes_the_messages_in_flight_then_exits(tmp_path: Path) -> None:
-    import os
     import signal
     import subprocess
-    import sys
 
     services = workspace(tmp_path)
     step = step_for(services, "status:active")
     services.outbox.materialize(step)
-    exe = str(Path(sys.executable).with_name("outreach"))
     recorder = Recorder(Faults(slow=0.05))
     with SmtpServer(recorder) as server:
-        env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "test-key",
-               "OUTREACH_SMTP_URL": server.url, "OUTREACH_RATE_PER_SECOND": "100000"}  # fmt: skip
-        proc = subprocess.Popen([exe, "-w", str(services.settings.workspace), "run", "--workers", "2"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        proc = _sender(services, server, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while (
             not services.outbox.counts(step_id=step.id).get("sent") and time.monotonic() < deadline
@@ -342,18 +336,13 @@ def test_worker_senders_go_when_the_parent_is_killed(tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
-    import sys
 
     services = workspace(tmp_path)
     step = step_for(services, "status:active")
     services.outbox.materialize(step)
-    exe = str(Path(sys.executable).with_name("outreach"))
     recorder = Recorder(Faults(slow=0.05))
     with SmtpServer(recorder) as server:
-        env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "test-key",
-               "OUTREACH_SMTP_URL": server.url, "OUTREACH_RATE_PER_SECOND": "100000"}  # fmt: skip
-        proc = subprocess.Popen([exe, "-w", str(services.settings.workspace), "run", "--workers", "2"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = _sender(services, server, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         children: list[int] = []
         while not children and time.monotonic() < deadline:
@@ -382,3 +371,16 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def _sender(services: Services, server: SmtpServer, *, stderr: int):  # type: ignore[no-untyped-def]
+    """``outreach run --workers 2`` as its own process, sending to ``server``."""
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("outreach"))
+    env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "test-key",
+           "OUTREACH_SMTP_URL": server.url, "OUTREACH_RATE_PER_SECOND": "100000"}  # fmt: skip
+    return subprocess.Popen([exe, "-w", str(services.settings.workspace), "run", "--workers", "2"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
