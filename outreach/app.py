@@ -11,16 +11,20 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from outreach.channels.maildir import MaildirServer
+from outreach.channels.press import Newsroom
 from outreach.channels.smtp import SmtpPool, parse_smtp_url
 from outreach.config import Settings
 from outreach.db.contacts import SqlContactStore
 from outreach.db.engine import open_database
+from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
+from outreach.db.posts import SqlPosts
 from outreach.dispatch import Dispatcher, SendPolicy, Stats
 from outreach.domain.campaign import CampaignInfo
 from outreach.links import Links
 from outreach.plans import plan_files, read_plan
-from outreach.ports import ContactStore, Outbox
+from outreach.ports import Clock, ContactStore, Outbox, PostChannel
+from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
 
 
@@ -30,10 +34,33 @@ class Services:
     engine: Engine
     contacts: ContactStore
     outbox: Outbox
+    clock: Clock = utcnow
     _campaigns: dict[str, CampaignInfo] = field(default_factory=dict)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @cached_property
+    def posts(self) -> SqlPosts:
+        return SqlPosts(self.engine, self.clock)
+
+    def x_channel(self, *, local: bool = False) -> PostChannel:
+        """The X API with the credentials in the environment; without any (or with
+        ``local``), a file in .outreach/x/ that shows exactly what would be posted."""
+        from outreach.channels.x import XApi, XCredentials, XFile
+
+        credentials = None if local else XCredentials.from_env(self.settings.x_env)
+        if credentials is None:
+            return XFile(self.settings.state_dir / "x" / "posts.jsonl")
+        return XApi(credentials, self.settings.workspace / "media")
+
+    def newsroom(self) -> Newsroom:
+        folder, url = self.settings.newsroom
+        return Newsroom(folder, url)
+
+    def poster(self, *, local: bool = False) -> Poster:
+        return Poster(self.posts, self.outbox, x=self.x_channel(local=local), newsroom=self.newsroom(),
+                      clock=self.clock)  # fmt: skip
 
     @cached_property
     def templates(self) -> TemplateLibrary:
@@ -92,16 +119,15 @@ class Services:
             urls_for=lambda campaign, step, contact_id: self.links.for_contact(campaign, step, contact_id),
             sender=s.sender, reply_to=s.reply_to,
             policy=SendPolicy(per_second=per_second, per_hour=per_hour),
-            on_progress=on_progress,
+            on_progress=on_progress, clock=self.clock,
         )  # fmt: skip
 
 
-def build(settings: Settings) -> Services:
+def build(settings: Settings, clock: Clock = utcnow) -> Services:
     """Open (and if needed create or upgrade) the database and wire the services."""
     engine = open_database(settings.database_url)
-    return Services(
-        settings=settings, engine=engine, contacts=SqlContactStore(engine), outbox=SqlOutbox(engine)
-    )
+    return Services(settings=settings, engine=engine, contacts=SqlContactStore(engine),
+                    outbox=SqlOutbox(engine, clock), clock=clock)  # fmt: skip
 
 
 __all__ = ["Services", "Stats", "build"]

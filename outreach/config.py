@@ -27,7 +27,11 @@ _SOURCES = {
     "rate_per_hour": ("OUTREACH_RATE_PER_HOUR", "email.rate_per_hour", False),
     "public_url": ("OUTREACH_PUBLIC_URL", "web.public_url", False),
     "secret_key": ("OUTREACH_SECRET_KEY", "web.secret_key", True),
+    "newsroom_dir": ("OUTREACH_NEWSROOM_DIR", "press.dir", False),
+    "newsroom_url": ("OUTREACH_NEWSROOM_URL", "press.url", False),
 }
+# X credentials: environment only (see channels.x.ENV); kept out of every display
+X_ENV_PREFIX = "OUTREACH_X_"
 _FILE_KEYS = {key for _env, key, _secret in _SOURCES.values()}
 
 
@@ -42,11 +46,34 @@ class Settings:
     rate_per_hour: int = 100_000
     public_url: str = "http://127.0.0.1:8000"  # where unsubscribe and view-online links point
     secret_key: str | None = None  # signs those links; see links.secret_key
+    newsroom_dir: str | None = None  # where press releases are published (default .outreach/newsroom)
+    newsroom_url: str | None = None  # where the newsroom is served (default public_url/newsroom/)
+    x_env: Mapping[str, str] = field(default_factory=dict, repr=False)  # OUTREACH_X_* variables
     origin: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
+
+    state_path: Path | None = None  # set for a rehearsal: .outreach/rehearsal
 
     @property
     def state_dir(self) -> Path:
-        return self.workspace / STATE_DIR
+        return self.state_path or self.workspace / STATE_DIR
+
+    def rehearsal(self) -> Settings:
+        """The same workspace with the rehearsal's own state: its own SQLite database,
+        the local Maildir, X posts to a file, the newsroom in .outreach/rehearsal/."""
+        from dataclasses import replace
+
+        state = self.workspace / STATE_DIR / "rehearsal"
+        return replace(self, state_path=state, database_url=f"sqlite:///{state / 'outreach.db'}",
+                       smtp_url=None, x_env={}, newsroom_dir=None, newsroom_url=None,
+                       origin={**self.origin, "database_url": "the rehearsal"})  # fmt: skip
+
+    @property
+    def newsroom(self) -> tuple[Path, str]:
+        """The newsroom folder and the address it is served at."""
+        folder = Path(self.newsroom_dir) if self.newsroom_dir else self.state_dir / "newsroom"
+        if not folder.is_absolute():
+            folder = self.workspace / folder
+        return folder, self.newsroom_url or self.public_url.rstrip("/") + "/newsroom/"
 
     def described(self) -> list[tuple[str, str, str]]:
         """(setting, value with secrets redacted, origin) for ``outreach config``."""
@@ -57,6 +84,9 @@ class Settings:
             if secret and value:
                 shown = "***" if name == "secret_key" else redact(value)
             rows.append((name, shown, self.origin.get(name, "default")))
+        names = sorted(self.x_env)
+        rows.append(("x_credentials", ("***  (" + ", ".join(names) + ")") if names else "",
+                     "env" if names else "not set: X posts go to a local file"))  # fmt: skip
         return rows
 
 
@@ -105,6 +135,13 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             file_values = _flatten(tomllib.loads(path.read_text("utf-8")))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax at that line") from None
+        in_file = [key for key in file_values if key.startswith("x.")]
+        if in_file:
+            raise ConfigError(
+                f"{path}: {', '.join(sorted(in_file))}: X credentials never go in files",
+                hint="set OUTREACH_X_API_KEY, OUTREACH_X_API_SECRET, OUTREACH_X_ACCESS_TOKEN and "
+                "OUTREACH_X_ACCESS_SECRET (or OUTREACH_X_USER_TOKEN) in the environment",
+            )
         unknown = sorted(set(file_values) - _FILE_KEYS)
         if unknown:
             raise ConfigError(
@@ -142,4 +179,5 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             values["rate_per_hour"] = int(values["rate_per_hour"])  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"a rate limit is not a number: {exc}") from None
-    return Settings(workspace=workspace, database_url=db_url, origin=origin, **values)  # type: ignore[arg-type]
+    x_env = {k: v for k, v in env.items() if k.startswith(X_ENV_PREFIX) and v}
+    return Settings(workspace=workspace, database_url=db_url, origin=origin, x_env=x_env, **values)  # type: ignore[arg-type]

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from outreach.domain.audience import Expr
 from outreach.domain.contact import Contact, ContactRecord
 
+Clock = Callable[[], datetime]  # the time now, aware UTC; a rehearsal's runs faster
+
 
 @dataclass
 class BatchOutcome:
@@ -102,9 +104,9 @@ class Outcome:
 
     delivery_id: int
     step_id: int
-    contact_id: int
-    status: str  # sent | deferred | failed | skipped
-    event: str  # sent | deferred | failed | skipped
+    contact_id: int | None  # none for an X post or a press release
+    status: str  # sent | deferred | failed | skipped | uncertain
+    event: str  # sent | deferred | failed | skipped | uncertain
     detail: dict[str, Any]
     message_id: str | None = None
     error: str | None = None
@@ -126,7 +128,7 @@ class Outbox(Protocol):
     def counts(self, step_id: int | None = None, campaign: str | None = None) -> dict[str, int]: ...
     def events(self, *, campaign: str | None = None, step_key: str | None = None,
                event: str | None = None, email: str | None = None, limit: int = 50,
-               since: datetime | None = None) -> list[dict[str, Any]]: ...  # fmt: skip
+               since: datetime | None = None, delivery_id: int | None = None) -> list[dict[str, Any]]: ...  # fmt: skip
     def sent_since(self, channel: str, since: datetime) -> int: ...
 
 
@@ -145,3 +147,45 @@ class SendResult:
 class EmailChannel(Protocol):
     async def send(self, sender: str, recipient: str, message: bytes) -> SendResult: ...
     async def close(self) -> None: ...
+
+
+# -- X posts and press releases: deliveries without a contact -------------------------
+
+
+@dataclass(frozen=True)
+class PostItem:
+    """A claimed X post (``part`` in its thread) or press release (part 0), with what
+    it says and, for a reply in a thread, the id of the post it answers."""
+
+    delivery_id: int
+    step_id: int
+    channel: str
+    part: int
+    parts: int
+    content: dict[str, Any]
+    attempts: int
+    uncertain: bool
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """What X (or a stand-in) answered to one post."""
+
+    ok: bool
+    post_id: str | None = None
+    # "" when ok; else retry (5xx, connection), rate_limited (429: wait for retry_at),
+    # duplicate (X has this text already: probably posted), auth (401/403: the
+    # credentials), rejected (400/404: this post cannot go as it is)
+    kind: str = ""
+    code: int | None = None
+    text: str = ""
+    retry_at: datetime | None = None
+    duration_ms: float = 0.0
+    url: str | None = None
+
+
+class PostChannel(Protocol):
+    name: str  # shown to people: "X (@account)" or "the file .outreach/x/posts.jsonl"
+
+    def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]]) -> PostResult: ...

@@ -34,6 +34,7 @@ from outreach.domain.plan import (
     zones_at,
 )
 from outreach.plans import load
+from outreach.ports import StepInfo
 
 if TYPE_CHECKING:  # scheduling sits below app (which wires it); only the type is needed
     from outreach.app import Services
@@ -247,19 +248,22 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
     step = outbox.step_by_key(campaign_id, key)
     if step is None or step.status not in ("scheduled", "held"):
         return step.status if step else "missing"
-    now = now or datetime.now(UTC)
+    now = now or services.clock()
     problem = approval_problem(services, campaign_id)
     if problem:
         outbox.set_step_status(step.id, "held", f"held at its time: {problem}")
         return "held"
     settings = step.settings
     if step.channel != "email":
-        # The X and press channels are not connected yet: nothing is posted, and the
-        # log says so, so that steps requiring this one can go on.
-        outbox.set_step_status(
-            step.id, "done", f"fired; no {step.channel} channel is connected, nothing was posted"
-        )
-        return "done"
+        from outreach.posting import prepare
+
+        try:  # what it says is fixed now: a retry later posts exactly this
+            items = prepare(services.templates, services.campaign(campaign_id), step)
+        except OutreachError as exc:
+            outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
+            return "failed"
+        count = services.posts.materialize(step, items)
+        return _go(services, step, f"fired: {count} {'post(s)' if step.channel == 'x' else 'release'}")
     audience = step.audience
     if settings.get("local"):
         wave = Wave(settings["wave"], parse_launch_text(settings["wave_launch"]), "")
@@ -283,16 +287,20 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
                 and s.settings.get("plan_step") == settings.get("plan_step")
                 and s.settings.get("wave") == settings.get("wave")]  # fmt: skip
     count = outbox.materialize(step, exclude_steps=siblings)
+    return _go(services, step, f"fired: {count} deliveries")
+
+
+def _go(services: Services, step: StepInfo, reason: str) -> str:
+    """A fired step sends now, or waits for the steps it requires."""
     waiting = [
         r
-        for r in settings.get("requires", [])
-        if not requirement_done(services, campaign_id, r, settings.get("wave"))
+        for r in step.settings.get("requires", [])
+        if not requirement_done(services, step.campaign, r, step.settings.get("wave"))
     ]
     status = "waiting" if waiting else "active"
-    reason = f"fired: {count} deliveries" + (
-        f"; waiting for {', '.join(waiting)}" if waiting else ""
+    services.outbox.set_step_status(
+        step.id, status, reason + (f"; waiting for {', '.join(waiting)}" if waiting else "")
     )
-    outbox.set_step_status(step.id, status, reason)
     return status
 
 
@@ -312,8 +320,13 @@ def requirement_done(
     for s in steps:
         if s.status == "done":
             continue
-        if s.status == "active" and s.channel == "email" and services.outbox.pending(s.id) == 0:
-            continue
+        if s.status != "active":
+            return False
+        counts = services.outbox.counts(step_id=s.id)
+        if s.channel == "email" and services.outbox.pending(s.id) == 0:
+            continue  # every recipient had their attempt
+        if s.channel != "email" and counts and set(counts) == {"sent"}:
+            continue  # published, or every post of the thread is up
         return False
     return True
 
@@ -352,7 +365,7 @@ def release_held(
 ) -> tuple[int, int]:
     """After approval: held steps still within their misfire grace fire now, the
     others are marked missed. Returns (fired, missed)."""
-    now = now or datetime.now(UTC)
+    now = now or services.clock()
     fired = missed = 0
     for step in services.outbox.steps(campaign_id):
         if step.status != "held":

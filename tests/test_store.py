@@ -155,7 +155,7 @@ def test_schema_is_created_once_and_current(database_url: str) -> None:
     engine = open_database(database_url)
     open_database(database_url).dispose()  # a second open upgrades nothing
     try:
-        assert current_revisions(engine) == {"0003"}
+        assert current_revisions(engine) == {"0004"}
         tables = set(inspect(engine).get_table_names())
         assert {"contacts", "contact_tags", "suppressions", "alembic_version"} <= tables
         indexes = {i["name"] for i in inspect(engine).get_indexes("contacts")}
@@ -194,7 +194,7 @@ def test_upgrading_from_the_first_schema_keeps_the_contacts(tmp_path) -> None:  
     store = SqlContactStore(engine)
     with store.writer() as writer:
         writer.write([normalize_contact(PEOPLE[0])])
-    assert upgrade(engine) == ({"0001"}, {"0003"})
+    assert upgrade(engine) == ({"0001"}, {"0004"})
     assert store.get("ana@example.org").name == "Ana Tuilagi"
     engine.dispose()
 
@@ -203,3 +203,38 @@ def test_the_head_constant_is_alembics_head() -> None:
     from outreach.db.engine import HEAD, _heads
 
     assert _heads() == {HEAD}
+
+
+def test_upgrading_the_outbox_keeps_deliveries_and_their_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """0004 rebuilds deliveries on SQLite: nothing may cascade away with it."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from outreach.db.engine import _alembic_config, make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        command.upgrade(_alembic_config(conn), "0003")
+    store = SqlContactStore(engine)
+    with store.writer() as writer:
+        writer.write([normalize_contact(PEOPLE[0])])
+    now = datetime(2014, 9, 5, 7, tzinfo=UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO steps (campaign, key, channel, template, audience, send_at, status, settings, created_at) "
+            "VALUES ('c', 's', 'email', 't', 'kind:industry', :now, 'active', '{}', :now)"), {"now": now})  # fmt: skip
+        conn.execute(text("INSERT INTO deliveries (step_id, contact_id, status, due_at, updated_at) "
+                          "VALUES (1, 1, 'sent', :now, :now)"), {"now": now})  # fmt: skip
+        for event in ("materialized", "sending", "sent"):
+            conn.execute(text("INSERT INTO delivery_events (step_id, delivery_id, at, event, detail) "
+                              "VALUES (1, 1, :now, :e, '{}')"), {"now": now, "e": event})  # fmt: skip
+    assert upgrade(engine) == ({"0003"}, {"0004"})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM delivery_events")).scalar() == 3
+        assert conn.execute(text("SELECT status, part FROM deliveries")).one() == ("sent", None)
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        conn.execute(text("INSERT INTO deliveries (step_id, part, status, due_at, updated_at, content) "
+                          "VALUES (1, 0, 'queued', :now, :now, '{}')"), {"now": now})  # fmt: skip
+    engine.dispose()

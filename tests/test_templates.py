@@ -363,6 +363,6 @@ def test_preview_each_kind(sample_ws: Cli) -> None:
     x = sample_ws("preview", "cop-launch").stdout
     assert "post 1 of 3: 204/280" in x and "post 3 of 3: 161/280" in x
     press = sample_ws("preview", "cop-release").stdout
-    assert "ISTANBUL, September 5, 2014 –" in press
+    assert "ISTANBUL, 5 September 2014 –" in press
     assert "needs --contact" in sample_ws("preview", "cop-industry", ok=False).output
     assert "did you mean cop-industry" in sample_ws("preview", "cop-industri", ok=False).output

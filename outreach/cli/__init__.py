@@ -10,7 +10,9 @@ from typer.core import TyperGroup
 
 from outreach import __version__
 from outreach.cli import contacts as contacts_cli
+from outreach.cli import deliveries as deliveries_cli
 from outreach.cli import plans as plans_cli
+from outreach.cli import rehearse as rehearse_cli
 from outreach.cli import schedule as schedule_cli
 from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
@@ -62,11 +64,15 @@ def root(
             file_okay=False,
         ),
     ] = None,
+    rehearsal: Annotated[
+        bool,
+        typer.Option("--rehearsal", help="Work on the last rehearsal's database (see 'outreach rehearse')."),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    ctx.obj = State(workspace)
+    ctx.obj = State(workspace, rehearsal)
 
 
 workspace_cli.register(app)
@@ -75,6 +81,8 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(plans_cli.app, name="plan")
 app.command("preview")(templates_cli.preview)
 sending_cli.register(app)
+app.add_typer(deliveries_cli.app, name="deliveries")
+rehearse_cli.register(app)
 schedule_cli.register(app)
 
 

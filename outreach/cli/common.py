@@ -31,15 +31,17 @@ def progress_wanted() -> bool:
 class State:
     """Per-invocation state: settings are read once, services built on first use."""
 
-    def __init__(self, workspace: Path | None) -> None:
+    def __init__(self, workspace: Path | None, rehearsal: bool = False) -> None:
         self._workspace = workspace
+        self.rehearsal = rehearsal
         self._settings: Settings | None = None
         self._services: Services | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self._workspace)
+            settings = load_settings(self._workspace)
+            self._settings = settings.rehearsal() if self.rehearsal else settings
         return self._settings
 
     @property

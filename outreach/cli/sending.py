@@ -119,11 +119,21 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                         await asyncio.sleep(5)
 
                 promoter = asyncio.create_task(promote())
+            poster = None
             try:
                 if not child:
                     services.outbox.recover()
                     children.extend(_spawn(services, workers - 1, until_idle))
-                await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
+                    poster = services.poster()
+                    console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
+                    loop.add_signal_handler(signal.SIGTERM, lambda: (halt.set(), poster.stopping.set()))
+                    loop.add_signal_handler(signal.SIGINT, lambda: (halt.set(), poster.stopping.set()))
+                    await asyncio.gather(
+                        dispatcher.run(stop=halt, until_idle=until_idle, recover=False),
+                        poster.run(stop=halt, until_idle=until_idle),
+                    )
+                else:
+                    await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
             finally:
                 for proc in children:
                     if halt.is_set() and proc.poll() is None:

@@ -12,7 +12,7 @@ from outreach.domain.errors import DatabaseError
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest migration. A database already there needs no Alembic at start-up (which
 # costs a tenth of a second per command); a test keeps this equal to Alembic's head.
-HEAD = "0003"
+HEAD = "0004"
 # One key for PostgreSQL's advisory lock around migrations (two processes starting at once).
 _MIGRATION_LOCK = 7_453_001
 
@@ -102,23 +102,39 @@ def current_revisions(engine: Engine) -> set[str]:
 
 def upgrade(engine: Engine) -> tuple[set[str], set[str]]:
     """Bring the schema to the newest revision; returns (before, after)."""
-    from alembic import command
-
     try:
-        with engine.connect().execution_options(write=True) as conn, conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
-            from alembic.runtime.migration import MigrationContext
-
-            before = set(MigrationContext.configure(conn).get_current_heads())
-            if before != _heads():
-                command.upgrade(_alembic_config(conn), "head")
-            after = set(MigrationContext.configure(conn).get_current_heads())
+        with engine.connect().execution_options(write=True) as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:  # a table rebuild must not cascade: foreign keys off (outside a transaction)
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                before, after = _upgrade(conn)
+            finally:
+                if sqlite:
+                    conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
     except OperationalError as exc:
         raise DatabaseError(
             f"cannot open the database {redact_url(str(engine.url))}: {exc.orig}",
             hint="check OUTREACH_DATABASE_URL or database_url in outreach.toml",
         ) from None
+    return before, after
+
+
+def _upgrade(conn):  # type: ignore[no-untyped-def]
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        before = set(MigrationContext.configure(conn).get_current_heads())
+        if before != _heads():
+            command.upgrade(_alembic_config(conn), "head")
+            if conn.dialect.name == "sqlite":
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise DatabaseError(f"the upgrade left {len(broken)} broken reference(s)")
+        after = set(MigrationContext.configure(conn).get_current_heads())
     return before, after
 
 

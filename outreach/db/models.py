@@ -122,8 +122,12 @@ deliveries = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("step_id", Integer, ForeignKey("steps.id", ondelete="CASCADE"), nullable=False),
-    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
-    # queued | sending | sent | deferred | failed | skipped
+    # the recipient of an email; none for an X post or a press release
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE")),
+    # an X post's place in its thread (0, 1, ...), 0 for a press release; none for email
+    Column("part", Integer),
+    Column("content", JSON),  # what an X post or press release says, fixed when it fires
+    # queued | sending | sent | deferred | failed | skipped | uncertain
     Column("status", String(12), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("due_at", UTCDateTime, nullable=False),
@@ -132,6 +136,7 @@ deliveries = Table(
     Column("last_error", Text),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("step_id", "contact_id"),
+    UniqueConstraint("step_id", "part"),
     Index(None, "status", "due_at"),
 )
 

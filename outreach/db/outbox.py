@@ -4,7 +4,7 @@ its log event, so the database always says what happened."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +44,7 @@ class SqlOutbox:
     """``ports.Outbox`` on any SQLAlchemy engine."""
 
     engine: Engine
+    clock: Callable[[], datetime] = utcnow  # ports.Clock: a rehearsal runs on a faster one
 
     def _write(self):  # type: ignore[no-untyped-def]
         return self.engine.connect().execution_options(write=True)
@@ -63,7 +64,7 @@ class SqlOutbox:
                     insert(steps).values(
                         campaign=campaign, key=key, channel=channel, template=template,
                         audience=audience, send_at=send_at, status=status,
-                        settings=settings or {}, created_at=utcnow(),
+                        settings=settings or {}, created_at=self.clock(),
                     )
                 )  # fmt: skip
                 row = conn.execute(
@@ -99,7 +100,7 @@ class SqlOutbox:
 
     # -- campaigns ---------------------------------------------------------------------
     def save_campaign(self, campaign_id: str, name: str, plan_file: str, plan_hash: str) -> None:
-        now = utcnow()
+        now = self.clock()
         with self._write() as conn, conn.begin():
             found = conn.execute(
                 select(campaigns.c.id).where(campaigns.c.id == campaign_id)
@@ -131,7 +132,7 @@ class SqlOutbox:
             conn.execute(
                 update(campaigns)
                 .where(campaigns.c.id == campaign_id)
-                .values(overrides=overrides, updated_at=utcnow())
+                .values(overrides=overrides, updated_at=self.clock())
             )
 
     def set_campaign_status(self, campaign_id: str, status: str) -> None:
@@ -139,12 +140,12 @@ class SqlOutbox:
             conn.execute(
                 update(campaigns)
                 .where(campaigns.c.id == campaign_id)
-                .values(status=status, updated_at=utcnow())
+                .values(status=status, updated_at=self.clock())
             )
 
     def skip_pending(self, step_id: int, reason: str) -> int:
         """Deliveries not yet sent of a cancelled step become skipped, logged."""
-        now = utcnow()
+        now = self.clock()
         with self._write() as conn, conn.begin():
             ids = (
                 conn.execute(
@@ -176,9 +177,9 @@ class SqlOutbox:
                 .where(campaigns.c.id == campaign_id)
                 .values(
                     approved_by=by,
-                    approved_at=utcnow(),
+                    approved_at=self.clock(),
                     approved_hash=plan_hash,
-                    updated_at=utcnow(),
+                    updated_at=self.clock(),
                 )
             )
 
@@ -213,7 +214,7 @@ class SqlOutbox:
         while start < top:
             end = start + batch
             with self._write() as conn, conn.begin():
-                now = utcnow()
+                now = self.clock()
                 before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
                 chosen = (
                     select(
@@ -254,33 +255,36 @@ class SqlOutbox:
     # -- sending ---------------------------------------------------------------------
     def recover(self) -> int:
         """Deliveries left ``sending`` by a sender that stopped: their outcome is
-        unknown. Email goes again (marked uncertain: the recipient may get it twice);
-        other channels wait for a person (``deliveries retry`` / ``mark-sent``)."""
+        unknown. Email goes again (marked uncertain: the recipient may get it twice), a
+        press release is published again (the same files); an X post waits for a
+        person (``deliveries retry`` / ``mark-sent``): never posted twice blindly."""
         with self._write() as conn, conn.begin():
             rows = conn.execute(
                 select(deliveries.c.id, deliveries.c.step_id, steps.c.channel)
                 .join(steps, steps.c.id == deliveries.c.step_id)
                 .where(deliveries.c.status == "sending")
             ).all()
-            now = utcnow()
+            now = self.clock()
             for row in rows:
-                resend = row.channel == "email"
+                resend = row.channel in ("email", "press")  # publishing again rewrites the same page
                 conn.execute(
                     update(deliveries).where(deliveries.c.id == row.id).values(
                         status="queued" if resend else "uncertain", uncertain=1, due_at=now, updated_at=now,
                     )
                 )  # fmt: skip
-                self._event(conn, row.step_id, row.id, "uncertain", {
-                    "reason": "the sender stopped while this was being sent; "
-                    + ("sending it again: the recipient may get it twice" if resend
-                       else "not posted again: a person must decide (deliveries retry / mark-sent)"),
-                })  # fmt: skip
+                then = {
+                    "email": "sending it again: the recipient may get it twice",
+                    "press": "publishing it again (the same page and feed entry)",
+                }.get(row.channel, "not posted again: a person must decide (outreach deliveries "
+                      f"retry {row.id}, or mark-sent {row.id} --post-id N if it is on X)")  # fmt: skip
+                self._event(conn, row.step_id, row.id, "uncertain",
+                            {"reason": "the sender stopped while this was being sent; " + then})
         return len(rows)
 
     def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]:
         """Take up to ``limit`` due deliveries of active steps: each becomes ``sending``
         (logged) in one transaction before anything is sent."""
-        now = now or utcnow()
+        now = now or self.clock()
         due = (
             select(deliveries.c.id)
             .join(steps, steps.c.id == deliveries.c.step_id)
@@ -332,7 +336,7 @@ class SqlOutbox:
         """Write what happened to claimed deliveries, each with its log event."""
         if not outcomes:
             return
-        now = utcnow()
+        now = self.clock()
         with self._write() as conn, conn.begin():
             by_status: dict[str, list[dict]] = {}
             for o in outcomes:
@@ -365,6 +369,20 @@ class SqlOutbox:
                     .values(status="bounced", updated_at=now)
                 )
 
+    def due_now(self, campaign: str) -> int:
+        """Deliveries of the campaign's active steps that are due and not yet done."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .join(steps, steps.c.id == deliveries.c.step_id)
+                .where(
+                    steps.c.campaign == campaign, steps.c.status == "active",
+                    deliveries.c.status.in_(("queued", "deferred", "sending")),
+                    deliveries.c.due_at <= self.clock(),
+                )
+            ).scalar_one()  # fmt: skip
+
     def next_due(self, channel: str) -> datetime | None:
         """When the next delivery of an active step falls due."""
         with self.engine.connect() as conn:
@@ -395,12 +413,14 @@ class SqlOutbox:
     def events(
         self, *, campaign: str | None = None, step_key: str | None = None, event: str | None = None,
         email: str | None = None, limit: int = 50, since: datetime | None = None,
+        delivery_id: int | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
         query = (
             select(
                 delivery_events.c.id, delivery_events.c.at, delivery_events.c.event,
                 delivery_events.c.detail, steps.c.campaign, steps.c.key.label("step"),
-                contacts.c.email, deliveries.c.attempts,
+                steps.c.channel, contacts.c.email, deliveries.c.attempts, deliveries.c.part,
+                delivery_events.c.delivery_id,
             )
             .join(steps, steps.c.id == delivery_events.c.step_id)
             .outerjoin(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
@@ -419,6 +439,8 @@ class SqlOutbox:
             conditions.append(func.lower(contacts.c.email) == email.casefold())
         if since:
             conditions.append(delivery_events.c.at >= since)
+        if delivery_id is not None:
+            conditions.append(delivery_events.c.delivery_id == delivery_id)
         if conditions:
             query = query.where(and_(*conditions))
         with self.engine.connect() as conn:
@@ -437,12 +459,11 @@ class SqlOutbox:
                 )
             ).scalar_one()
 
-    @staticmethod
     def _event(
-        conn: Connection, step_id: int, delivery_id: int | None, event: str, detail: dict
+        self, conn: Connection, step_id: int, delivery_id: int | None, event: str, detail: dict
     ) -> None:
         conn.execute(
             insert(delivery_events).values(
-                step_id=step_id, delivery_id=delivery_id, at=utcnow(), event=event, detail=detail
+                step_id=step_id, delivery_id=delivery_id, at=self.clock(), event=event, detail=detail
             )
         )

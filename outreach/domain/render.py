@@ -303,20 +303,47 @@ def html_to_text(html: str) -> str:
 
 
 @dataclass(frozen=True)
+class XImage:
+    path: str  # inside the workspace's media/ folder
+    alt: str = ""
+
+
+@dataclass(frozen=True)
 class XPost:
     text: str
     weighted_length: int
     valid: bool
+    images: tuple[XImage, ...] = ()
 
 
-def x_post(text: str) -> XPost:
+# A line of its own in a post: image: cop-cover.png "The cover of the Guidelines"
+_IMAGE_LINE = re.compile(r'^image:[ \t]*(?P<path>[^\s"]+)(?:[ \t]+"(?P<alt>[^"]*)")?[ \t]*$', re.MULTILINE)
+X_MAX_IMAGES = 4
+
+
+def x_post(text: str, images: tuple[XImage, ...] = ()) -> XPost:
     """A post's length as X counts it (twitter-text config v3: NFC, URLs 23, emoji
     and CJK 2, 280 at most)."""
     from twitter_text import parse_tweet  # its tables take a while to load: only for X
 
     normalized = unicodedata.normalize("NFC", text)
     result = parse_tweet(normalized)
-    return XPost(normalized, result.weightedLength, result.valid)
+    return XPost(normalized, result.weightedLength, result.valid, images)
+
+
+def _x_post_with_images(text: str, name: str) -> XPost:
+    images = tuple(XImage(m["path"], m["alt"] or "") for m in _IMAGE_LINE.finditer(text))
+    for image in images:
+        if image.path.startswith(("/", "..")) or "/../" in image.path or "\\" in image.path:
+            raise TemplateError(
+                f"image {image.path!r} is outside the workspace's media/ folder", file=name,
+                hint='image: cover.png "alt text" names a file in media/',
+            )  # fmt: skip
+    if len(images) > X_MAX_IMAGES:
+        raise TemplateError(
+            f"a post has {len(images)} images; X allows at most {X_MAX_IMAGES}", file=name
+        )
+    return x_post(_IMAGE_LINE.sub("", text).strip(), images)
 
 
 class XTemplate:
@@ -330,12 +357,14 @@ class XTemplate:
             raise template_error(exc, name) from None
 
     def render(self, values: dict[str, Any]) -> list[XPost]:
+        """The posts, in thread order; a line ``image: FILE "alt"`` attaches an image
+        from media/ to its post."""
         try:
             text = self._template.render(values)
         except Exception as exc:
             raise template_error(exc, self.name) from None
         posts = [p.strip() for p in _THREAD_SPLIT.split(text)]
-        return [x_post(p) for p in posts if p]
+        return [_x_post_with_images(p, self.name) for p in posts if p]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""X posts and press releases. When its step fires, what it says is rendered once and
+fixed in the outbox (``prepare``); the ``Poster`` then posts one item at a time,
+each written ``sending`` (and logged) before the call, each outcome recorded:
+
+- sent: X's post id (a thread's next post replies to it) or the page's address;
+- 429: the item, and every X post after it, waits until X's reset time;
+- 5xx or no answer: retried with backoff (a retry of a post X did get comes back
+  "duplicate content", which is logged uncertain, never posted twice);
+- duplicate content: uncertain, for a person (``outreach deliveries``);
+- 401/403: the step fails with a message about the credentials; 400: that item fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from outreach.channels.press import Newsroom, slugify
+from outreach.dispatch import SendPolicy, backoff
+from outreach.domain.campaign import CampaignInfo
+from outreach.domain.errors import TemplateError
+from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XTemplate
+from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, StepInfo
+from outreach.templating import TemplateLibrary, render_values
+
+POST_CHANNELS = ("x", "press")
+
+
+def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) -> list[dict[str, Any]]:
+    """The items of an X or press step, rendered for the campaign (no contact)."""
+    _kind, variants = library.variants(step.template, step.channel)
+    template = library.compile(library.pick(variants, campaign.language))
+    values = render_values(campaign, step={"id": step.key, "channel": step.channel, "template": step.template})
+    if isinstance(template, XTemplate):
+        posts = template.render(values)
+        for i, post in enumerate(posts, 1):
+            if post.weighted_length > X_MAX_WEIGHTED:
+                raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
+                                    f"counts it; at most {X_MAX_WEIGHTED}", file=template.name)  # fmt: skip
+        return [{"text": p.text, "weighted_length": p.weighted_length,
+                 "images": [[i.path, i.alt] for i in p.images]} for p in posts]  # fmt: skip
+    assert isinstance(template, PressTemplate)
+    release = template.render(values)
+    wave = step.settings.get("wave")
+    name = step.settings.get("plan_step") or step.template
+    slug = slugify(f"{campaign.id}-{name}" + (f"-{wave}" if wave and wave != "launch" else ""))
+    first = re.search(r"<p>(.*?)</p>", release.body_html, re.DOTALL)
+    summary = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", first.group(1) if first else "")).strip()
+    return [{"slug": slug, "headline": release.headline, "dateline": release.dateline,
+             "summary": summary[:400], "campaign": campaign.id, "html": release.html}]  # fmt: skip
+
+
+@dataclass
+class PostStats:
+    sent: int = 0
+    failed: int = 0
+    deferred: int = 0
+    uncertain: int = 0
+
+
+class Poster:
+    def __init__(self, posts: Any, outbox: Outbox, *, x: PostChannel | None, newsroom: Newsroom | None,
+                 policy: SendPolicy | None = None, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
+        self.posts = posts  # db.posts.SqlPosts
+        self.outbox = outbox
+        self.x = x
+        self.newsroom = newsroom
+        self.policy = policy or SendPolicy()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.blocked_until: dict[str, datetime] = {}  # channel -> X's rate-limit reset
+        self.stats = PostStats()
+        self.stopping = threading.Event()
+
+    def channels(self) -> list[str]:
+        now = self.clock()
+        present = [c for c, target in (("x", self.x), ("press", self.newsroom)) if target is not None]
+        return [c for c in present if self.blocked_until.get(c, now) <= now]
+
+    def run_due(self) -> int:
+        """Post everything due now, one item at a time; returns how many were handled."""
+        handled = 0
+        while not self.stopping.is_set():
+            channels = self.channels()
+            item = self.posts.claim(channels=channels, now=self.clock()) if channels else None
+            if item is None:
+                break
+            outcome = self._post(item)
+            self.outbox.record([outcome])
+            handled += 1
+        return handled
+
+    async def run(self, *, stop: asyncio.Event, until_idle: bool = False, poll: float = 1.0) -> PostStats:
+        while not stop.is_set():
+            handled = await asyncio.to_thread(self.run_due)
+            if until_idle and handled == 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=poll)
+        return self.stats
+
+    # -- one item --------------------------------------------------------------------------
+    def _post(self, item: PostItem) -> Outcome:
+        detail: dict[str, Any] = {"part": item.part, "of": item.parts, "attempt": item.attempts}
+        try:
+            if item.channel == "press":
+                assert self.newsroom is not None
+                result = self.newsroom.publish(item.content, published=self.clock())
+            else:
+                assert self.x is not None
+                detail.update(text=item.content["text"], in_reply_to=item.reply_to)
+                images = [tuple(i) for i in item.content.get("images", [])]
+                result = self.x.post(item.content["text"], reply_to=item.reply_to, images=images)  # type: ignore[arg-type]
+        except OSError as exc:  # the newsroom folder cannot be written
+            result = PostResult(False, kind="retry", text=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            result = PostResult(False, kind="duplicate" if item.channel == "x" else "retry",
+                                text=f"unexpected {type(exc).__name__}: {exc}")  # fmt: skip
+        detail.update(code=result.code, reply=result.text, duration_ms=result.duration_ms)
+        return self._outcome(item, result, detail)
+
+    def _outcome(self, item: PostItem, result: PostResult, detail: dict[str, Any]) -> Outcome:
+        def outcome(status: str, **kw: Any) -> Outcome:
+            return Outcome(delivery_id=item.delivery_id, step_id=item.step_id, contact_id=None,
+                           status=status, event=status, detail=detail, **kw)  # fmt: skip
+
+        if result.ok:
+            self.stats.sent += 1
+            detail.update(post_id=result.post_id, url=result.url)
+            return outcome("sent", message_id=result.post_id)
+        if result.kind == "rate_limited":
+            until = result.retry_at or self.clock() + timedelta(minutes=15)
+            self.blocked_until[item.channel] = until
+            self.stats.deferred += 1
+            detail["reason"] = f"X rate limit reached: every X post waits until {until:%Y-%m-%d %H:%M:%S} UTC"
+            return outcome("deferred", error=result.text, next_attempt=until)
+        if result.kind == "duplicate":
+            self.stats.uncertain += 1
+            detail["reason"] = (f"probably posted already ({result.text}); find it on the account, then "
+                                f"outreach deliveries mark-sent {item.delivery_id} --post-id N, "
+                                f"or change the text and outreach deliveries retry {item.delivery_id}")  # fmt: skip
+            return outcome("uncertain", error=result.text)
+        if result.kind == "auth":
+            self.stats.failed += 1
+            self.outbox.set_step_status(item.step_id, "failed", result.text)
+            return outcome("failed", error=result.text)
+        if result.kind == "retry" and item.attempts < self.policy.max_attempts:
+            self.stats.deferred += 1
+            next_attempt = self.clock() + backoff(item.attempts, self.policy)
+            detail["next_attempt"] = next_attempt.isoformat()
+            return outcome("deferred", error=result.text, next_attempt=next_attempt)
+        self.stats.failed += 1
+        if result.kind == "retry":
+            detail["reason"] = f"gave up after {item.attempts} attempts"
+        return outcome("failed", error=result.text)
