@@ -147,6 +147,7 @@ class Poster:
             return outcome("uncertain", error=result.text)
         if result.kind == "auth":
             self.stats.failed += 1
+            detail["reason"] = "the step stops: X refused the credentials"
             self.outbox.set_step_status(item.step_id, "failed", result.text)
             return outcome("failed", error=result.text)
         if result.kind == "retry" and item.attempts < self.policy.max_attempts:

@@ -100,6 +100,10 @@ def test_every_command_has_help_with_an_example(cli: Cli) -> None:
         ["run"],
         ["log"],
         ["resume"],
+        ["rehearse"],
+        ["deliveries", "show"],
+        ["deliveries", "retry"],
+        ["deliveries", "mark-sent"],
     ] + [
         ["contacts", c]
         for c in (
@@ -126,11 +130,17 @@ def test_demo_runs_from_the_console_script(tmp_path: Path) -> None:
     for folder in ("contacts", "templates", "schedules"):
         (work / folder).symlink_to(ROOT / folder)
     result = subprocess.run(
-        [str(exe), "-w", str(work), "demo"], capture_output=True, text=True, env=env, timeout=120
-    )
+        [str(exe), "-w", str(work), "demo", "--speed", "1w=2s"], capture_output=True, text=True,
+        env=env, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "inserted" in result.stdout and "830" in result.stdout
-    assert "industry in Pacific Island countries" in result.stdout
-    assert (work / ".outreach" / "demo" / "outreach.db").exists()
-    assert "delivery log: sent 700" in result.stdout
-    assert len(list((work / ".outreach" / "demo" / "outbox" / "new").iterdir())) == 700
+    out = result.stdout
+    assert "830 contacts imported" in out and "industry in Pacific Island countries" in out
+    state = work / ".outreach" / "rehearsal"
+    assert (state / "outreach.db").exists()
+    emails = len(list((state / "outbox" / "new").iterdir()))
+    assert emails > 1000 and f"Email: {emails:,} messages" in out
+    assert f"Totals: sent {emails + 4:,} in" in out  # and the X thread's three posts, the release
+    assert "[local-3] (reply to local-2)" in out
+    assert (state / "newsroom" / "feed.atom").exists()
+    assert "failed" not in out and "Not finished" not in out

@@ -76,9 +76,14 @@ class XCredentials:
 
 
 class _MaskSecrets(logging.Filter):
-    def __init__(self, secrets: Sequence[str]) -> None:
+    """Masks every secret any X channel of this process was given."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
+        self.secrets: set[str] = set()
+
+    def add(self, secrets: Sequence[str]) -> None:
+        self.secrets.update(s for s in secrets if len(s) >= 4)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -87,6 +92,9 @@ class _MaskSecrets(logging.Filter):
                 message = message.replace(s, "***")
             record.msg, record.args = message, None
         return True
+
+
+_MASK = _MaskSecrets()
 
 
 class XApi:
@@ -103,9 +111,11 @@ class XApi:
             consumer_key=credentials.api_key, consumer_secret=credentials.api_secret,
             access_token=credentials.access_token, access_token_secret=credentials.access_secret,
         )  # fmt: skip
-        log = logging.getLogger("tweepy.client")
-        if not any(isinstance(f, _MaskSecrets) for f in log.filters):
-            log.addFilter(_MaskSecrets(credentials.secrets()))
+        _MASK.add(credentials.secrets())
+        for name in ("tweepy.client", "requests_oauthlib.oauth1_auth", "oauthlib.oauth1.rfc5849"):
+            log = logging.getLogger(name)
+            if _MASK not in log.filters:
+                log.addFilter(_MASK)
 
     def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]] = ()) -> PostResult:
         started = time.monotonic()

@@ -107,12 +107,22 @@ def run_rehearsal(settings: Settings, plan: Path, factor: float, console: Consol
 
 
 def _summary(services: Services, report: Rehearsal, console: Console) -> None:
-    table = Table(title=f"Rehearsal of {report.campaign}: delivery log by step", title_justify="left")
-    for column in ("due (UTC)", "step", "channel", "status", "deliveries"):
-        table.add_column(column)
+    """One row per step of the plan and wave (a local step's firings together)."""
+    from collections import Counter
+
+    groups: dict[tuple[str, str], list[StepInfo]] = {}
     for step in services.outbox.steps(report.campaign):
-        counts = services.outbox.counts(step_id=step.id)
-        table.add_row(f"{step.send_at:%Y-%m-%d %H:%M}", escape(step.key), step.channel, step.status,
+        key = (step.settings.get("plan_step") or step.key, step.settings.get("wave") or "")
+        groups.setdefault(key, []).append(step)
+    table = Table(title=f"Rehearsal of {report.campaign}: the delivery log by step", title_justify="left")
+    for column in ("step", "wave", "channel", "firings", "first (UTC)", "last (UTC)", "deliveries"):
+        table.add_column(column)
+    for (name, wave), members in groups.items():
+        counts: Counter[str] = Counter()
+        for step in members:
+            counts.update(services.outbox.counts(step_id=step.id))
+        table.add_row(escape(name), wave, members[0].channel, str(len(members)),
+                      f"{members[0].send_at:%Y-%m-%d %H:%M}", f"{members[-1].send_at:%Y-%m-%d %H:%M}",
                       ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-")  # fmt: skip
     console.print(table)
     totals = services.outbox.counts(campaign=report.campaign)

@@ -344,28 +344,29 @@ def log(
         campaign=campaign, step_key=step, event=event, email=contact, limit=limit
     )
     table = Table(title=f"Events (latest {len(events)})", title_justify="left")
-    for column in ("at (UTC)", "step", "contact", "event", "detail"):
+    for column in ("at (UTC)", "step", "delivery", "to", "event", "detail"):
         table.add_column(column, overflow="fold")
     for e in events:
         table.add_row(
-            f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), escape(e["email"] or ""),
-            e["event"], escape(_detail(e["detail"])),
+            f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), str(e["delivery_id"] or ""),
+            escape(_recipient(e)), e["event"], escape(_detail(e["detail"])),
         )  # fmt: skip
     console.print(table)
 
 
+def _recipient(event: dict) -> str:
+    if event["email"]:
+        return event["email"]
+    if event["delivery_id"] is None:
+        return ""  # the step's own event
+    if event["channel"] == "x":
+        return f"X post {event['part'] + 1}"
+    return "newsroom" if event["channel"] == "press" else ""
+
+
 def _detail(detail: dict) -> str:
-    keys = (
-        "reason",
-        "code",
-        "reply",
-        "next_attempt",
-        "message_id",
-        "duration_ms",
-        "uncertain",
-        "bounce",
-        "attempt",
-    )
+    keys = ("reason", "code", "reply", "next_attempt", "message_id", "post_id", "in_reply_to",
+            "url", "duration_ms", "uncertain", "bounce", "attempt")  # fmt: skip
     return "; ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -73,54 +71,6 @@ def db_upgrade(ctx: typer.Context) -> None:
         )
 
 
-def _demo_send(services, demo_dir: Path, console) -> None:  # type: ignore[no-untyped-def]
-    """The industry email to every industry member, over real SMTP to a local Maildir."""
-    import asyncio
-    import mailbox
-    from datetime import UTC, datetime
-    from email import policy
-    from email.parser import BytesParser
-
-    from outreach.plans import campaign_for
-
-    campaign = campaign_for(services.settings.workspace)
-    step = services.outbox.ensure_step(
-        campaign=campaign.id, key="demo-industry-email", channel="email", template="cop-industry",
-        audience="kind:industry", send_at=datetime.now(UTC),
-    )  # fmt: skip
-    queued = services.outbox.materialize(step)
-    console.rule("Sending the industry email")
-    folder = demo_dir / "outbox"
-    with services.email_channel(maildir=folder) as (channel, where):
-        console.print(f"{queued:,} deliveries queued; sending over SMTP to {escape(where)}")
-        started = datetime.now(UTC)
-
-        async def send_all():  # type: ignore[no-untyped-def]
-            try:
-                return await services.dispatcher(channel).run(until_idle=True)
-            finally:
-                await channel.close()
-
-        stats = asyncio.run(send_all())
-        seconds = (datetime.now(UTC) - started).total_seconds()
-    counts = services.outbox.counts(step_id=step.id)
-    console.print(
-        f"delivery log: {', '.join(f'{k} {v:,}' for k, v in sorted(counts.items()))} "
-        f"in {seconds:.1f} s ({stats.sent / max(seconds, 1e-9):,.0f} messages/s)"
-    )
-    box = mailbox.Maildir(folder, create=False)
-    key = next(iter(box.keys()))
-    message = BytesParser(policy=policy.default).parsebytes(box.get_bytes(key))
-    console.print(f"{len(box):,} messages in {escape(str(folder))}; one of them:")
-    for header in ("From", "To", "Subject", "Message-ID", "List-Unsubscribe"):
-        console.print(f"  {header}: {escape(str(message[header]))}")
-    for event in services.outbox.events(event="sent", limit=3):
-        console.print(
-            f"  {event['at']:%H:%M:%S} sent to {escape(event['email'])}: {event['detail']['code']} "
-            f"{escape(event['detail']['reply'][:40])}"
-        )
-
-
 DEMO_SEGMENTS = (
     ("industry members", "kind:industry"),
     ("industry in Pacific Island countries", "kind:industry country:FJ,WS,TO,VU,SB,PG,KI,CK,NU,TV"),
@@ -134,49 +84,45 @@ DEMO_SEGMENTS = (
 )
 
 
-def demo(ctx: typer.Context) -> None:
-    """Rehearse the sample COP 2014 launch on a fresh demo database.
+SAMPLE_PLAN = "schedules/cop-guidelines-2014.yaml"
+
+
+def demo(
+    ctx: typer.Context,
+    speed: Annotated[str, typer.Option(help="How much plan time passes per real time.")] = "1w=10s",
+) -> None:
+    """Rehearse the sample COP 2014 launch end to end, on its own fresh database: the
+    contacts imported, the plan's every step fired on compressed time (a week of the
+    plan in ten seconds), email over SMTP to a local Maildir, the X thread to a file,
+    the press release to a local newsroom; a summary at the end. No credentials needed.
 
     Example: outreach -w . demo
     """
-    from outreach.app import build
-    from outreach.cli.contacts import _print_report
+    from outreach.cli.rehearse import import_sample, run_rehearsal
     from outreach.domain import audience
-    from outreach.imports import import_files
+    from outreach.rehearsal import parse_speed
 
     state: State = ctx.obj
     settings = state.settings
-    files = sorted((settings.workspace / "contacts").glob("*.csv"))
-    if not files:
+    plan = settings.workspace / SAMPLE_PLAN
+    if not plan.is_file() or not any((settings.workspace / "contacts").glob("*.csv")):
         raise OutreachError(
-            f"no CSV files in {settings.workspace / 'contacts'}",
+            f"no sample plan ({SAMPLE_PLAN}) or contacts/*.csv in {settings.workspace}",
             hint="run the demo from the outreach repository root, or pass -w to it",
         )
-    demo_dir = settings.state_dir / "demo"
-    shutil.rmtree(demo_dir, ignore_errors=True)
-    demo_settings = dataclasses.replace(
-        settings, database_url=f"sqlite:///{demo_dir / 'outreach.db'}"
-    )
+    factor = parse_speed(speed)
     console = out_console()
     console.rule("outreach demo: Guidelines for Industry on Child Online Protection, 2014")
-    console.print(f"Fresh demo database: {escape(str(demo_dir / 'outreach.db'))}")
-    services = build(demo_settings)
-    try:
-        console.print(f"Importing {', '.join(f.name for f in files)}")
-        report = import_files(services.contacts, files)
-        _print_report(report, None)
+
+    def fill(services) -> str:  # type: ignore[no-untyped-def]
+        console.print(import_sample(services))
         table = Table(title="Audience segments", title_justify="left")
         table.add_column("segment")
         table.add_column("expression", style="cyan")
         table.add_column("contacts", justify="right")
         for label, expr in DEMO_SEGMENTS:
-            n = services.contacts.count(audience.parse(expr))
-            table.add_row(label, escape(expr), f"{n:,}")
+            table.add_row(label, escape(expr), f"{services.contacts.count(audience.parse(expr)):,}")
         console.print(table)
-        _demo_send(services, demo_dir, console)
-    finally:
-        services.close()
-    console.print(
-        "Explore it: OUTREACH_DATABASE_URL=sqlite:///"
-        f"{escape(str(demo_dir / 'outreach.db'))} .venv/bin/outreach log --event sent"
-    )
+        return "Now the launch, step by step."
+
+    run_rehearsal(settings, plan, factor, console, fill)
