@@ -220,8 +220,13 @@ def test_plan_check_finds_what_would_go_wrong(sample_ws: Cli) -> None:
             "at": "T+1d 10:00",
         }
     )
+    data["steps"] += [{"id": f"thread-{i}", "channel": "x", "template": "cop-launch", "at": f"T+0 10:0{i % 5}",
+                       "public": True, "waves": ["launch"]} for i in range(35)]  # fmt: skip
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     result = sample_ws("plan", "check", str(path), "--sample", "20", ok=False)
+    assert "X usage: 108 post(s), 72 with a URL; at most 108 in 15 minutes" in result.stdout
+    assert "X: 108 posts in the 15 minutes from 2014-09-05 07:00 UTC" in result.stdout
+    assert "X allows 100: the rest wait for X's reset" in result.stdout
     out = result.stdout
     assert (
         "steps[industry-email] fires at 09:00 on 05 Sep 2014 in Pacific/Auckland, which is 2014-09-04 21:00 UTC"
