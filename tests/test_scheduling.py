@@ -270,3 +270,71 @@ def test_reschedule_moves_every_step_not_yet_fired(services: Services) -> None:
         "unknown time zone"
         in cli("reschedule", "cop-2014", "--launch", "2014-09-08 10:00 Mars/Base", ok=False).output
     )
+
+
+def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None:
+    """The real long-running process, killed with SIGKILL before its jobs are due and
+    started again after: the job within its grace fires, the one beyond is logged missed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ws = services.settings.workspace
+    path = ws / "schedules" / "soon.yaml"
+    launch = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
+    path.write_text(yaml.safe_dump({
+        "campaign": {"id": "soon", "name": "Soon", "from": "team@example.org"},
+        "launch": f"{launch:%Y-%m-%d %H:%M} UTC",
+        "links": {"guidelines": "https://example.org/g", "pledge": "https://example.org/p"},
+        "steps": [{"id": "mail", "channel": "email", "template": "cop-industry",
+                   "audience": "kind:industry country:TO", "at": "T+0", "misfire": "1h"},
+                  {"id": "strict", "channel": "email", "template": "cop-industry",
+                   "audience": "kind:industry country:WS", "at": "T+0", "misfire": "2s"}],
+    }))  # fmt: skip
+    schedule(services, path)
+    approve(services, "soon")
+    due = datetime.now(UTC) + timedelta(seconds=6)
+    editor = make_scheduler(services)  # both jobs fall due in a few seconds, not tomorrow
+    editor.start(paused=True)
+    try:
+        for key in ("mail", "strict"):
+            step = services.outbox.step_by_key("soon", f"{key}@{launch:%Y%m%dT%H%MZ}")
+            services.outbox.update_step(step.id, send_at=due)
+            editor.modify_job(job_id("soon", step.key), next_run_time=due)
+    finally:
+        editor.shutdown()
+    exe = Path(sys.executable).with_name("outreach")
+    env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SMTP_URL": "", "OUTREACH_SECRET_KEY": "k"}
+
+    def start_run() -> subprocess.Popen:
+        return subprocess.Popen([str(exe), "-w", str(ws), "run"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    first = start_run()
+    assert "sending through" in first.stderr.readline()  # up, its scheduler holding the jobs
+    time.sleep(0.5)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    while datetime.now(UTC) < due + timedelta(seconds=4):  # both due while nothing runs
+        time.sleep(0.2)
+    second = start_run()
+    try:
+        mail = services.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
+        strict = services.outbox.step_by_key("soon", f"strict@{launch:%Y%m%dT%H%MZ}")
+        expected = services.contacts.count(parse("kind:industry country:TO"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            services.outbox.counts(step_id=mail.id).get("sent", 0) < expected
+            or services.outbox.step(strict.id).status == "scheduled"
+        ):
+            time.sleep(0.2)
+        assert services.outbox.counts(step_id=mail.id) == {"sent": expected}
+        assert services.outbox.step(strict.id).status == "missed"
+        reason = services.outbox.events(step_key=strict.key, event="missed")[0]["detail"]["reason"]
+        assert "the sender was not running" in reason and "misfire grace (0:00:02)" in reason
+        status = Cli(ws, env={"OUTREACH_SECRET_KEY": "k"})("status", "soon").stdout
+        assert "missed" in status
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
