@@ -52,9 +52,11 @@ def test_the_sample_plan_rehearsed_end_to_end(sample_ws: Cli) -> None:
     box = mailbox.Maildir(state / "outbox", create=False)
     assert len(box) == emails and f"Email: {emails:,} messages" in out
     # the embargoed release to media says so, in the reader's zone and in UTC
-    media = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in box]
+    media = [BytesParser(policy=policy.default).parsebytes(box.get_bytes(k)) for k in box.iterkeys()]
     embargoed = [m for m in media if str(m["Subject"]).startswith("EMBARGOED UNTIL")]
     assert len(embargoed) == 60
+    assert any(str(m["Subject"]).startswith("EMBARGOED UNTIL 4 Sep 2014, 20:00 Niue Time (07:00 UTC): ITU")
+               for m in embargoed)  # fmt: skip
     bodies = [m.get_body(("plain",)).get_content() for m in embargoed]
     assert all("07:00 UTC)" in b for b in bodies)  # the instant in UTC, and in the reader's zone:
     assert any(b.startswith("EMBARGOED UNTIL 5 September 2014, 19:00 Fiji Standard Time") for b in bodies)

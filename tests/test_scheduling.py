@@ -338,3 +338,31 @@ def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
+
+
+def test_the_real_scheduler_fires_the_sample_plan_at_its_2014_instants(services: Services) -> None:
+    """Controlled time (time-machine): the clock is set to just before the launch in
+    2014 and ticks on; APScheduler itself decides what is due, what is missed."""
+    import time_machine
+
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    press = "press-release@20140905T0700Z"
+    with time_machine.travel(datetime(2014, 9, 5, 6, 59, 57, tzinfo=UTC), tick=True):
+        scheduler = start(services)
+        try:
+            deadline = time.monotonic() + 20
+            while services.outbox.step_by_key("cop-2014", press).status == "scheduled":
+                assert time.monotonic() < deadline, "the launch job did not fire"
+                time.sleep(0.1)
+            # 07:05 is five minutes away on this clock: the thread's job waits
+            assert services.outbox.step_by_key("cop-2014", "launch-thread@20140905T0705Z").status == "scheduled"
+        finally:
+            scheduler.shutdown(wait=True)
+    fired = services.outbox.events(step_key=press, event="active")[0]["at"]
+    assert datetime(2014, 9, 5, 7, tzinfo=UTC) <= fired < datetime(2014, 9, 5, 7, 0, 5, tzinfo=UTC)
+    industry = services.outbox.step_by_key("cop-2014", "industry-email@20140905T0700Z")
+    assert industry.status == "active"  # the clamped groups fire with the embargo
+    # the embargoed media email was due two days before: beyond its grace, logged missed
+    media = services.outbox.step_by_key("cop-2014", "embargoed-media@20140903T0600Z")
+    assert media.status == "missed"

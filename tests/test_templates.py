@@ -219,7 +219,7 @@ def test_launch_is_shown_in_the_contacts_zone(sample_library: TemplateLibrary) -
         "EMBARGOED UNTIL 5 September 2014, 19:00 Fiji Standard Time (5 September 2014, 07:00 UTC)"
         in fiji.text
     )
-    assert fiji.subject.startswith("EMBARGOED UNTIL 5 Sep 2014, 07:00 UTC")
+    assert fiji.subject.startswith("EMBARGOED UNTIL 5 Sep 2014, 19:00 Fiji Standard Time (07:00 UTC): ITU")
     istanbul = render_email(sample_library, "cop-embargoed", person(timezone=None))
     assert "EMBARGOED UNTIL 5 September 2014, 10:00 Türkiye Summer Time" in istanbul.text
 
