@@ -102,6 +102,12 @@ def _f_number(ctx: Context, value: float, format: str | None = None) -> str:
     return format_decimal(value, format=format, locale=_locale(_lang(ctx)))
 
 
+@pass_context
+def _f_country(ctx: Context, code: str) -> str:
+    """A country code as the reader's language names it: FJ -> Fiji, Fidji, فيجي."""
+    return _locale(_lang(ctx)).territories.get(str(code).upper(), str(code))
+
+
 def make_environments(loader: BaseLoader) -> tuple[_Sandbox, _Sandbox]:
     """(text, html): the same templates, unescaped for subjects and text, escaped for HTML."""
     envs = []
@@ -114,7 +120,8 @@ def make_environments(loader: BaseLoader) -> tuple[_Sandbox, _Sandbox]:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
-        env.filters.update(date=_f_date, datetime=_f_datetime, time=_f_time, number=_f_number)
+        env.filters.update(date=_f_date, datetime=_f_datetime, time=_f_time, number=_f_number,
+                           country=_f_country)  # fmt: skip
         envs.append(env)
     return envs[0], envs[1]
 
