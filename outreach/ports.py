@@ -189,3 +189,11 @@ class PostChannel(Protocol):
     name: str  # shown to people: "X (@account)" or "the file .outreach/x/posts.jsonl"
 
     def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]]) -> PostResult: ...
+
+
+class Publisher(Protocol):
+    """Where press releases are published (``channels.press.Newsroom``)."""
+
+    name: str
+
+    def publish(self, content: dict[str, Any], published: datetime) -> PostResult: ...

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from outreach.channels.press import Newsroom, slugify
 from outreach.dispatch import SendPolicy, backoff
-from outreach.domain.campaign import CampaignInfo
+from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XTemplate
-from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, StepInfo
+from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, Publisher, StepInfo
 from outreach.templating import TemplateLibrary, render_values
 
 POST_CHANNELS = ("x", "press")
@@ -65,7 +64,7 @@ class PostStats:
 
 
 class Poster:
-    def __init__(self, posts: Any, outbox: Outbox, *, x: PostChannel | None, newsroom: Newsroom | None,
+    def __init__(self, posts: Any, outbox: Outbox, *, x: PostChannel | None, newsroom: Publisher | None,
                  policy: SendPolicy | None = None, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
         self.posts = posts  # db.posts.SqlPosts
         self.outbox = outbox

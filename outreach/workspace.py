@@ -24,6 +24,15 @@ SETTINGS_TEMPLATE = """\
 # [smtp]
 # The SMTP relay, with its password, comes from OUTREACH_SMTP_URL, e.g.
 # smtp://user:password@smtp.example.org:587?starttls=true
+
+[press]
+# Where press releases are published (pages, index, Atom feed), and their address.
+# dir = ".outreach/newsroom"
+# url = "https://www.example.org/newsroom/"
+
+# X credentials come from the environment only: OUTREACH_X_API_KEY,
+# OUTREACH_X_API_SECRET, OUTREACH_X_ACCESS_TOKEN, OUTREACH_X_ACCESS_SECRET (or
+# OUTREACH_X_USER_TOKEN). Without them, posts are written to .outreach/x/posts.jsonl.
 """
 
 GITIGNORE = """\
@@ -33,7 +42,7 @@ GITIGNORE = """\
 *.secret
 """
 
-FOLDERS = ("contacts", "templates", "templates/_layouts", "schedules")
+FOLDERS = ("contacts", "templates", "templates/_layouts", "schedules", "media")
 
 
 def init_workspace(target: Path) -> list[Path]:

@@ -304,3 +304,11 @@ def test_incomplete_credentials_are_a_clear_error(tmp_path: Path) -> None:
     toml.write_text('[x]\napi_key = "k"\n')
     with pytest.raises(ConfigError, match="X credentials never go in files"):
         load_settings(tmp_path / "ws", env={})
+
+
+def test_config_shows_that_x_credentials_are_set_never_what_they_are(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    out = Cli(ws, env=OAUTH1)("config").stdout
+    assert "x_credentials" in out and "OUTREACH_X_API_KEY" in out
+    assert not any(secret in out for secret in OAUTH1.values())
+    assert "not set: X posts go to a local file" in Cli(ws)("config").stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import re
 import tempfile
 import time
 from datetime import datetime
@@ -19,11 +18,6 @@ from outreach.ports import PostResult
 
 INDEX = "releases.json"  # the newsroom's own record of what it has published
 FEED = "feed.atom"
-
-
-def slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")
-    return slug[:80] or "release"
 
 
 def _write(path: Path, data: str) -> None:

@@ -7,6 +7,7 @@ plan's waves and steps are ``outreach.domain.plan``'s.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -90,3 +91,9 @@ def campaign_from_plan(data: dict[str, Any], *, source: str) -> CampaignInfo:
         sender=str(head["from"]) if head.get("from") else None,
         reply_to=str(head["reply_to"]) if head.get("reply_to") else None,
     )
+
+
+def slugify(text: str) -> str:
+    """A name for a file or an address: cop-2014-press-release."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")
+    return slug[:80] or "release"
