@@ -26,14 +26,24 @@ class Faults:
 
 
 class Recorder:
-    def __init__(self, faults: Faults | None = None) -> None:
+    def __init__(self, faults: Faults | None = None, *, pipelining: bool = True) -> None:
         self.faults = faults or Faults()
+        self.pipelining = pipelining  # offer PIPELINING (aiosmtpd handles it, but does not say so)
+        self.pipelined_commands = 0  # commands that arrived behind another, unanswered one
         self.random = random.Random(self.faults.seed)
         self.accepted: list[tuple[str, str, bytes]] = []  # (recipient, Message-ID, raw)
         self.attempts: dict[str, int] = {}
         self.lock = threading.Lock()
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if server._reader._buffer.startswith(b"DATA"):  # sent with RCPT, before its reply
+            self.pipelined_commands += 1
         if address in self.faults.no_such_user:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)

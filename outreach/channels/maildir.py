@@ -18,6 +18,11 @@ class _MaildirHandler:
     def __init__(self, folder: Path) -> None:
         self.box = mailbox.Maildir(folder, create=True)
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+        # aiosmtpd reads pipelined commands in order; it only does not say so
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         key = self.box.add(envelope.original_content or envelope.content)
         return f"250 2.0.0 Ok: kept as {key}"

@@ -1,4 +1,5 @@
-"""SMTP through a pool of reused connections (aiosmtplib).
+"""SMTP through a pool of reused connections (aiosmtplib; with PIPELINING when the
+server offers it, see ``smtp_pipeline``).
 
 ``OUTREACH_SMTP_URL`` says where: ``smtp://user:pass@host:587?starttls=true``,
 ``smtps://user:pass@host:465``, ``smtp://127.0.0.1:2525``; ``?pool=8`` sets the
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from outreach.channels.smtp_pipeline import Pipeline, ServerGone
 from outreach.domain.errors import ConfigError
 from outreach.ports import SendResult
 
@@ -104,7 +106,7 @@ class SmtpPool:
     def __init__(self, target: SmtpTarget) -> None:
         self.target = target
         self.local = False  # the embedded Maildir target: no relay limits apply
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP | None] = asyncio.LifoQueue()
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP | Pipeline | None] = asyncio.LifoQueue()
         for _ in range(target.pool):
             self._idle.put_nowait(None)
 
@@ -134,7 +136,11 @@ class SmtpPool:
                 client = self._client()
                 await client.connect()
                 await client.ehlo()
+                if client.supports_extension("pipelining"):
+                    client = Pipeline.take_over(client, self.target.timeout)
             options = b" SMTPUTF8" if not (sender + recipient).isascii() else b""
+            if isinstance(client, Pipeline):
+                return await self._pipelined(client, sender, recipient, message, options, start)
             reply = await client.execute_command(
                 b"MAIL", b"FROM:<" + sender.encode() + b">" + options
             )
@@ -162,6 +168,20 @@ class SmtpPool:
         finally:
             self._idle.put_nowait(client)
 
+    async def _pipelined(self, pipe: Pipeline, sender: str, recipient: str, message: bytes,
+                         options: bytes, start: float) -> SendResult:  # fmt: skip
+        try:
+            code, text = await pipe.send(sender.encode(), recipient.encode(), message, options)
+        except (ServerGone, TimeoutError, OSError) as exc:
+            pipe.close()
+            return SendResult(False, False, None, _short(f"{type(exc).__name__}: {exc}"), False, _ms(start))
+        if code == 250:
+            return SendResult(True, code=code, text=_short(text), duration_ms=_ms(start))
+        if code == 421:  # the server is closing this connection
+            pipe.close()
+        permanent, bounce = classify(code, text)
+        return SendResult(False, permanent, code, _short(text), bounce, _ms(start))
+
     @staticmethod
     async def _refused(client: aiosmtplib.SMTP, code: int, text: str, start: float) -> SendResult:
         if code == 421:
@@ -174,7 +194,9 @@ class SmtpPool:
     async def close(self) -> None:
         while not self._idle.empty():
             client = self._idle.get_nowait()
-            if client is not None and client.is_connected:
+            if isinstance(client, Pipeline):
+                await client.quit()
+            elif client is not None and client.is_connected:
                 try:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError, RuntimeError, ValueError):
