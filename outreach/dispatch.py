@@ -201,6 +201,7 @@ class Dispatcher:
         data = build(
             step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id,
             date=self.clock(), unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
+            eight_bit=getattr(self.channel, "eight_bit", False),
         )  # fmt: skip
         if step.limiter is not None:
             await step.limiter.acquire()

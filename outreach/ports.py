@@ -93,7 +93,7 @@ class Claimed:
             id=r.contact_id, email=r.email, name=r.name, organization=r.organization,
             kind=r.kind, sector=r.sector, country=r.country, language=r.language,
             timezone=r.timezone, x_handle=r.x_handle, status=r.status, tags=tags,
-            attrs=dict(r.attrs or {}), created_at=r.created_at, updated_at=r.updated_at,
+            attrs=dict(r.attrs or {}), created_at=None, updated_at=None,
         )  # fmt: skip
         return cls(r.id, r.step_id, r.attempts, bool(r.uncertain), contact)
 

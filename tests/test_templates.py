@@ -366,3 +366,12 @@ def test_preview_each_kind(sample_ws: Cli) -> None:
     assert "ISTANBUL, 5 September 2014 –" in press
     assert "needs --contact" in sample_ws("preview", "cop-industry", ok=False).output
     assert "did you mean cop-industry" in sample_ws("preview", "cop-industri", ok=False).output
+
+
+def test_dates_of_one_instant_are_shown_in_each_readers_zone(sample_library: TemplateLibrary) -> None:
+    """The same instant in two zones compares equal in Python: formatting may not mix them."""
+    fiji = render_email(sample_library, "cop-embargoed", person(timezone="Pacific/Fiji"))
+    niue = render_email(sample_library, "cop-embargoed", person(timezone="Pacific/Niue"))
+    fiji_again = render_email(sample_library, "cop-embargoed", person(timezone="Pacific/Fiji"))
+    assert "19:00 Fiji Standard Time" in fiji.subject and fiji_again.subject == fiji.subject
+    assert "4 Sep 2014, 20:00 Niue Time" in niue.subject

@@ -106,6 +106,7 @@ class SmtpPool:
     def __init__(self, target: SmtpTarget) -> None:
         self.target = target
         self.local = False  # the embedded Maildir target: no relay limits apply
+        self.eight_bit = False  # the server announced 8BITMIME: text may go unencoded
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP | Pipeline | None] = asyncio.LifoQueue()
         for _ in range(target.pool):
             self._idle.put_nowait(None)
@@ -136,9 +137,12 @@ class SmtpPool:
                 client = self._client()
                 await client.connect()
                 await client.ehlo()
+                self.eight_bit = client.supports_extension("8bitmime")
                 if client.supports_extension("pipelining"):
                     client = Pipeline.take_over(client, self.target.timeout)
             options = b" SMTPUTF8" if not (sender + recipient).isascii() else b""
+            if not message.isascii():  # built with 8-bit text parts (see eight_bit)
+                options += b" BODY=8BITMIME"
             if isinstance(client, Pipeline):
                 return await self._pipelined(client, sender, recipient, message, options, start)
             reply = await client.execute_command(

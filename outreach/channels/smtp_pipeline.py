@@ -97,11 +97,12 @@ class Pipeline(asyncio.Protocol):
 
     # -- talking -------------------------------------------------------------------------
     async def _reply(self) -> Reply:
+        """The next reply (the caller bounds the wait: one timer per transaction)."""
         while not self._replies:
             if self._lost is not None:
                 raise self._lost
             self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.wait_for(self._waiter, self.timeout)
+            await self._waiter
         return self._replies.popleft()
 
     async def _write(self, data: bytes) -> None:
@@ -113,9 +114,14 @@ class Pipeline(asyncio.Protocol):
 
     async def send(self, sender: bytes, recipient: bytes, message: bytes, options: bytes = b"") -> Reply:
         """One transaction; the reply that decides it (250 when delivered). A refused
-        transaction is reset, so the connection can carry the next one."""
+        transaction is reset, so the connection can carry the next one. Raises
+        TimeoutError when the server takes longer than ``timeout`` in all."""
         if b"\r" in sender + recipient or b"\n" in sender + recipient:
             raise ValueError("an address holds a line break")
+        async with asyncio.timeout(self.timeout):
+            return await self._transaction(sender, recipient, message, options)
+
+    async def _transaction(self, sender: bytes, recipient: bytes, message: bytes, options: bytes) -> Reply:
         await self._write(b"MAIL FROM:<" + sender + b">" + options + b"\r\nRCPT TO:<" + recipient + b">\r\nDATA\r\n")
         mail, rcpt, data = await self._reply(), await self._reply(), await self._reply()
         refused = mail if mail[0] != 250 else rcpt if rcpt[0] not in (250, 251) else None
@@ -135,7 +141,8 @@ class Pipeline(asyncio.Protocol):
     async def quit(self) -> None:
         try:
             await self._write(b"QUIT\r\n")
-            await asyncio.wait_for(self._reply(), 2)
+            async with asyncio.timeout(2):
+                await self._reply()
         except (OSError, TimeoutError, ServerGone):
             pass
         finally:

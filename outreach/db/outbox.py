@@ -27,7 +27,7 @@ from outreach.ports import Claimed, Outcome, StepInfo
 _CONTACT_COLUMNS = [
     contacts.c.email, contacts.c.name, contacts.c.organization, contacts.c.kind, contacts.c.sector,
     contacts.c.country, contacts.c.language, contacts.c.timezone, contacts.c.x_handle,
-    contacts.c.status, contacts.c.attrs, contacts.c.created_at, contacts.c.updated_at,
+    contacts.c.status, contacts.c.attrs,  # not created_at, updated_at: no template sees them
 ]  # fmt: skip
 
 
@@ -283,7 +283,8 @@ class SqlOutbox:
 
     def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]:
         """Take up to ``limit`` due deliveries of active steps: each becomes ``sending``
-        (logged) in one transaction before anything is sent."""
+        (logged) in one transaction before anything is sent. Per row, Python does as
+        little as it can: the log rows are written by one INSERT ... SELECT."""
         now = now or self.clock()
         due = (
             select(deliveries.c.id)
@@ -303,25 +304,30 @@ class SqlOutbox:
             ids = conn.execute(due).scalars().all()
             if not ids:
                 return []
+            chosen = deliveries.c.id.in_(ids)
             conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(ids))
+                .where(chosen)
                 .values(status="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
             )
+            conn.execute(
+                insert(delivery_events).from_select(
+                    ["step_id", "delivery_id", "at", "event", "detail"],
+                    select(
+                        deliveries.c.step_id, deliveries.c.id, literal(now, delivery_events.c.at.type),
+                        literal("sending"), literal({}, delivery_events.c.detail.type),
+                    ).where(chosen),
+                )
+            )  # fmt: skip
             rows = conn.execute(
                 select(
                     deliveries.c.id, deliveries.c.step_id, deliveries.c.contact_id,
                     deliveries.c.attempts, deliveries.c.uncertain, *_CONTACT_COLUMNS,
                 )
                 .join(contacts, contacts.c.id == deliveries.c.contact_id)
-                .where(deliveries.c.id.in_(ids))
+                .where(chosen)
                 .order_by(deliveries.c.step_id, deliveries.c.id)
             ).all()  # fmt: skip
-            conn.execute(
-                insert(delivery_events),
-                [{"step_id": r.step_id, "delivery_id": r.id, "at": now, "event": "sending",
-                  "detail": {"attempt": r.attempts}} for r in rows],
-            )  # fmt: skip
             tags: dict[int, list[str]] = {}
             query = (
                 select(contact_tags.c.contact_id, contact_tags.c.tag)
