@@ -36,17 +36,22 @@ def make(
     html: str | None,
     to_name: str | None = "Hélène Béranger",
     to: str = "helene@example.org",
+    eight_bit: bool = False,
 ) -> bytes:
     email = RenderedEmail(subject, "", text, html, "fr")
     mid = message_id("cop-2014", "industry-email@2014-09-04T21:00Z", 42, STEP.domain)
     return build(STEP, to_name=to_name, to=to, email=email, msg_id=mid, date=WHEN,
                  unsubscribe_url="https://outreach.example.org/u/cop-2014/42/tok",
-                 unsubscribe_mailto="mailto:unsubscribe@example.org?subject=unsubscribe%20cop-2014%2042")  # fmt: skip
+                 unsubscribe_mailto="mailto:unsubscribe@example.org?subject=unsubscribe%20cop-2014%2042",
+                 eight_bit=eight_bit)  # fmt: skip
 
 
-def test_every_header_parses_back() -> None:
+@pytest.mark.parametrize("eight_bit", [False, True], ids=["quoted-printable", "8bit"])
+def test_every_header_parses_back(eight_bit: bool) -> None:
     raw = make("Nouvelles Lignes directrices UIT–UNICEF pour l'industrie sur la protection des enfants en ligne",
-               "Bonjour Hélène,\n\n.Une ligne commençant par un point\n", "<p>Bonjour <b>Hélène</b></p>")  # fmt: skip
+               "Bonjour Hélène,\n\n.Une ligne commençant par un point\n", "<p>Bonjour <b>Hélène</b></p>",
+               eight_bit=eight_bit)  # fmt: skip
+    assert (b"Content-Transfer-Encoding: 8bit" in raw) == eight_bit
     m = parse(raw)
     assert m["From"] == '"Child Online Protection, ITU · UNICEF" <cop@example.org>'
     assert m["From"].addresses[0].addr_spec == "cop@example.org"
@@ -98,10 +103,13 @@ def test_text_only_message() -> None:
     name=st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=60).map(
         lambda s: " ".join(s.split()) or None
     ),
-    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=500),
+    text=st.text(st.characters(blacklist_categories=("Cs",)), max_size=500)
+    | st.text("ab .\n", min_size=990, max_size=1500),  # lines longer than SMTP allows
+    eight_bit=st.booleans(),
 )
-def test_any_subject_name_and_body_round_trip(subject: str, name: str | None, text: str) -> None:
-    raw = make(subject, text, "<p>x</p>", to_name=name)
+def test_any_subject_name_and_body_round_trip(subject: str, name: str | None, text: str, eight_bit: bool) -> None:
+    raw = make(subject, text, "<p>x</p>", to_name=name, eight_bit=eight_bit)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998 and b"\0" not in raw
     m = parse(raw)
     assert m["Subject"] == subject
     if name:

@@ -97,10 +97,10 @@ def _qp(text: str) -> bytes:
 def _part(kind: bytes, text: str, eight_bit: bool) -> bytes:
     """A text part's headers, blank line and body. Where the server takes 8BITMIME
     and no line is longer than SMTP allows (998), the UTF-8 goes as it is (no
-    encoding to pay for per message); otherwise quoted-printable."""
+    encoding to pay for per message); otherwise (or with a NUL) quoted-printable."""
     if eight_bit:
         data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-        if len(data) < 998 or max(map(len, data.split(b"\n"))) < 998:
+        if b"\0" not in data and (len(data) < 998 or max(map(len, data.split(b"\n"))) < 998):
             cte = b"7bit" if data.isascii() else b"8bit"
             return (b"Content-Type: text/" + kind + b"; charset=utf-8\r\nContent-Transfer-Encoding: " + cte
                     + b"\r\n\r\n" + data.replace(b"\n", b"\r\n"))  # fmt: skip
