@@ -88,12 +88,12 @@ class Claimed:
     contact: Contact
 
     @classmethod
-    def from_row(cls, r: Any, tags: tuple[str, ...] = ()) -> Claimed:
+    def from_row(cls, r: Any, tags: tuple[str, ...] = (), attrs: dict[str, str] | None = None) -> Claimed:
         contact = Contact(
             id=r.contact_id, email=r.email, name=r.name, organization=r.organization,
             kind=r.kind, sector=r.sector, country=r.country, language=r.language,
             timezone=r.timezone, x_handle=r.x_handle, status=r.status, tags=tags,
-            attrs=dict(r.attrs or {}), created_at=None, updated_at=None,
+            attrs=attrs if attrs is not None else dict(r.attrs or {}), created_at=None, updated_at=None,
         )  # fmt: skip
         return cls(r.id, r.step_id, r.attempts, bool(r.uncertain), contact)
 
