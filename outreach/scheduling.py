@@ -442,6 +442,15 @@ def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
     return steps, skipped
 
 
+def prepare(services: Services) -> None:
+    """Create the job store's table if it is not there, with no thread running:
+    done before the sender forks its workers, so that creating it (a read that turns
+    into a write) never meets their writes."""
+    editor = make_scheduler(services)
+    editor.start(paused=True)
+    editor.shutdown()
+
+
 def start(services: Services) -> BackgroundScheduler:
     """The running scheduler of ``outreach run``: jobs fire in its threads."""
     scheduler = BackgroundScheduler(**_options(services))

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -59,16 +58,17 @@ def _default_campaign(services: Services) -> str:
 
 
 def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
-           child: bool = False, scheduler: bool = False) -> None:  # fmt: skip
+           child: bool = False, scheduler: bool = False, share: int = 1) -> None:  # fmt: skip
     """Run the sender in the foreground until idle (or stopped), then return.
 
-    With a relay, ``workers`` processes send side by side (default: one per core);
-    this one resolves what a stopped sender left behind first, and holds the
-    workspace's sender lock so that no second ``outreach run`` does that under it.
+    With a relay, ``workers`` processes send side by side (default: one per core),
+    each within its ``share`` of the rate limits; this one resolves what a stopped
+    sender left behind first, holds the workspace's sender lock so that no second
+    ``outreach run`` does that under it, and then forks the others.
     """
     console = err_console()
     relay = bool(services.settings.smtp_url)
-    workers = 1 if child or not relay else (workers or os.cpu_count() or 1)
+    workers = share if child else 1 if not relay else (workers or os.cpu_count() or 1)
     progress = _progress(console) if progress_wanted() and not child else None
     task = (
         progress.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0)
@@ -76,7 +76,15 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
         else None
     )
     lock = None if child else _sender_lock(services)
-    children: list[subprocess.Popen] = []
+    children: list[int] = []
+    if not child:
+        services.outbox.recover()
+        if scheduler:
+            from outreach.scheduling import prepare
+
+            prepare(services)
+        if workers > 1:  # before any thread starts: fork copies only the calling thread
+            children = _fork_workers(services, workers - 1, until_idle, share=workers)
 
     async def watch(start_counts: dict[str, int], started: float) -> None:
         while progress is not None and task is not None:
@@ -122,8 +130,6 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
             poster = None
             try:
                 if not child:
-                    services.outbox.recover()
-                    children.extend(_spawn(services, workers - 1, until_idle))
                     poster = services.poster()
                     console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
                     loop.add_signal_handler(signal.SIGTERM, lambda: (halt.set(), poster.stopping.set()))
@@ -135,11 +141,13 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                 else:
                     await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
             finally:
-                for proc in children:
-                    if halt.is_set() and proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-                for proc in children:
-                    await asyncio.to_thread(proc.wait)
+                for pid in children:
+                    if halt.is_set():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
+                for pid in children:
+                    _pid, status = await asyncio.to_thread(os.waitpid, pid, 0)
+                    codes.append(os.waitstatus_to_exitcode(status))
                 watcher.cancel()
                 if jobs is not None:
                     promoter.cancel()
@@ -148,6 +156,7 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
+    codes: list[int] = []
     try:
         if progress:
             with progress:
@@ -157,7 +166,7 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
     finally:
         if lock is not None:
             lock.close()
-    failed = [p.returncode for p in children if p.returncode]
+    failed = [code for code in codes if code]
     if failed:
         raise OutreachError(
             f"{len(failed)} sender process(es) stopped with an error; see the messages above"
@@ -173,25 +182,43 @@ def _progress(console):  # type: ignore[no-untyped-def]
     )  # fmt: skip
 
 
-def _spawn(services: Services, count: int, until_idle: bool) -> list[subprocess.Popen]:
-    workspace = str(services.settings.workspace)
-    command = [sys.executable, "-m", "outreach", "-w", workspace, "run", "--child"]
-    if until_idle:
-        command.append("--until-idle")
-    env = {**os.environ, "OUTREACH_SENDER_PARENT": str(os.getpid())}
-    return [subprocess.Popen(command, env=env) for _ in range(count)]
+def _fork_workers(services: Services, count: int, until_idle: bool, *, share: int) -> list[int]:
+    """Worker senders, forked: they share this process's imports and compiled
+    templates (no start-up of their own) and open their own database connections.
+    Each dies with this process, even on kill -9 (PR_SET_PDEATHSIG): a sender left
+    running would race the next one's recovery."""
+    parent = os.getpid()
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid:
+            pids.append(pid)
+            continue
+        code = 1
+        try:
+            services.engine.dispose(close=False)  # the parent's connections stay the parent's
+            _die_with_parent(parent)
+            _drain(services, label="", until_idle=until_idle, child=True, share=share)
+            code = 0
+        except BaseException:  # reported, then this worker goes
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pids
 
 
-def _die_with_parent() -> None:
-    """A worker sender goes when its parent goes, even by kill -9: a sender left
-    running would race the next one's recovery. (Linux prctl PR_SET_PDEATHSIG.)"""
+def _die_with_parent(parent: int) -> None:
+    """Linux prctl PR_SET_PDEATHSIG: SIGKILL when the parent goes."""
     import ctypes
 
-    parent = int(os.environ.get("OUTREACH_SENDER_PARENT", "0"))
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if parent and os.getppid() != parent:  # the parent was gone before prctl took hold
-        raise SystemExit(0)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent was gone before prctl took hold
+        os._exit(0)
 
 
 def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
@@ -295,7 +322,6 @@ def run(
         int | None,
         typer.Option(help="Sender processes when sending to a relay (default: one per core)."),
     ] = None,
-    child: Annotated[bool, typer.Option("--child", hidden=True)] = False,
 ) -> None:
     """Send what is due, and keep sending as more falls due (Ctrl-C stops after the
     messages in flight).
@@ -303,10 +329,7 @@ def run(
     Example: outreach run
     """
     state: State = ctx.obj
-    if child:
-        _die_with_parent()
-    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, child=child,
-           scheduler=not child)  # fmt: skip
+    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, scheduler=True)
 
 
 def log(
