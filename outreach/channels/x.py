@@ -4,7 +4,8 @@ stand-in without credentials that writes exactly what would be posted to a file.
 
 Credentials come from the environment only (``XCredentials.from_env``), and never
 reach a log: tweepy logs request headers at DEBUG, so its logger gets a filter that
-masks every secret.
+masks every secret. tweepy and requests are imported when an ``XApi`` is made: a
+sender with no X step to post does not pay for them at start-up.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import requests
-import tweepy
+from typing import TYPE_CHECKING
 
 from outreach.domain.errors import ConfigError
 from outreach.ports import PostResult
+
+if TYPE_CHECKING:
+    import requests
+    import tweepy
 
 MEDIA_UPLOAD = "https://api.x.com/2/media/upload"
 MEDIA_METADATA = "https://api.x.com/2/media/metadata"
@@ -101,6 +104,8 @@ class XApi:
     """``ports.PostChannel`` over the X API v2."""
 
     def __init__(self, credentials: XCredentials, media_dir: Path, *, timeout: float = 30.0) -> None:
+        import tweepy
+
         self.credentials = credentials
         self.media_dir = media_dir
         self.timeout = timeout
@@ -118,6 +123,9 @@ class XApi:
                 log.addFilter(_MASK)
 
     def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]] = ()) -> PostResult:
+        import requests
+        import tweepy
+
         started = time.monotonic()
         try:
             media_ids = [self._upload(path, alt) for path, alt in images]
@@ -137,6 +145,8 @@ class XApi:
                               duration_ms=_ms(started))  # fmt: skip
 
     def _upload(self, path: str, alt: str) -> str:
+        import tweepy
+
         file = self.media_dir / path
         if not file.is_file():
             raise tweepy.BadRequest(_fake_response(400, f"image {path} is not in {self.media_dir}"))
@@ -152,6 +162,8 @@ class XApi:
     def _request(self, url: str, **kwargs) -> dict:  # type: ignore[no-untyped-def]
         """A request to a v2 endpoint tweepy has no method for, with the client's
         own session and authentication, its errors raised as tweepy's."""
+        import tweepy
+
         headers = {"User-Agent": self.client.user_agent}
         auth = None
         if self.user_auth:
@@ -167,20 +179,21 @@ class XApi:
         return response.json()
 
 
-_EXCEPTIONS = {400: tweepy.BadRequest, 401: tweepy.Unauthorized, 403: tweepy.Forbidden,
-               404: tweepy.NotFound}  # fmt: skip
-
-
 def _exception(response: requests.Response) -> tweepy.HTTPException:
+    import tweepy
+
     if response.status_code == 429:
         reset = response.headers.get("x-rate-limit-reset")
         return tweepy.TooManyRequests(response, reset_time=int(reset) if reset else None)  # type: ignore[call-arg]
     if response.status_code >= 500:
         return tweepy.TwitterServerError(response)
-    return _EXCEPTIONS.get(response.status_code, tweepy.HTTPException)(response)
+    known = {400: tweepy.BadRequest, 401: tweepy.Unauthorized, 403: tweepy.Forbidden, 404: tweepy.NotFound}
+    return known.get(response.status_code, tweepy.HTTPException)(response)
 
 
 def _fake_response(status: int, message: str) -> requests.Response:
+    import requests
+
     response = requests.Response()
     response.status_code = status
     response.reason = message
@@ -189,6 +202,8 @@ def _fake_response(status: int, message: str) -> requests.Response:
 
 
 def _classify(exc: tweepy.HTTPException, duration_ms: float) -> PostResult:
+    import tweepy
+
     status = exc.response.status_code
     said = "; ".join(str(m) for m in exc.api_messages) or str(exc)
     if isinstance(exc, tweepy.TooManyRequests):

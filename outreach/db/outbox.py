@@ -399,7 +399,8 @@ class SqlOutbox:
         ):  # fmt: skip
             tags.setdefault(contact_id, []).append(tag)
         loads = json.loads
-        return [Claimed.from_row(r, tuple(tags.get(r.contact_id, ())), attrs=loads(r.attrs) if r.attrs else {})
+        return [Claimed.from_row(r, tuple(tags.get(r.contact_id, ())),
+                                 attrs=loads(r.attrs) if r.attrs and r.attrs != "{}" else {})
                 for r in rows]  # fmt: skip
 
     def _record_sqlite(self, conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:

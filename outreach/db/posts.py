@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
-from sqlalchemy.orm import aliased
 
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
 from outreach.domain.errors import NotFoundError, OutreachError
@@ -52,7 +51,7 @@ class SqlPosts:
         """The next due post or release whose thread may go on, marked ``sending``
         (logged) before it is posted."""
         now = now or self.clock()
-        prev = aliased(deliveries)
+        prev = deliveries.alias("prev")
         parts = (select(func.count()).where(deliveries.c.step_id == steps.c.id,
                                             deliveries.c.part.is_not(None))
                  .correlate(steps).scalar_subquery())  # fmt: skip
