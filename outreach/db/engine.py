@@ -66,7 +66,6 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA cache_size=-32768")  # 32 MiB: bulk imports keep hot index pages
         cur.close()
 
     @event.listens_for(engine, "begin")
