@@ -284,7 +284,12 @@ def _checked(
     source = iter(blocks)
     exhausted = False
     while True:
-        while not exhausted and len(pending) < window:
+        # Keep ``window`` blocks with the workers (a block this process validated
+        # itself does not count: the workers must never wait for it to write), and
+        # no more than ``3 * window`` in hand in all, so memory stays flat.
+        while not exhausted and len(pending) < 3 * window and (
+            sum(1 for p in pending if isinstance(p, Future) and not p.done()) < window
+        ):
             block = next(source, None)
             if block is None:
                 exhausted = True

@@ -292,3 +292,19 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(
         source = imports.inspect_file(path)
         got = [r for block in imports.read_blocks(source) for r in imports._rows(source, block)]
         assert got == expected, size
+
+
+def test_addresses_met_again_in_a_later_block_update_what_was_inserted(tmp_path: Path) -> None:
+    """Blocks are first written as all-new; one that meets stored addresses is undone
+    to its savepoint and written again with lookups, so nothing is doubled or lost."""
+    rows = ["email,name,tags"]
+    rows += [f"user{i}@example.org,User {i},first" for i in range(6000)]
+    rows += [f"USER{i}@example.org,Renamed {i},second" for i in range(0, 6000, 2)]  # later blocks
+    ws = tmp_path / "ws"
+    path = write_csv(ws / "again.csv", "\n".join(rows) + "\n")
+    cli = Cli(ws)
+    out = cli("contacts", "import", str(path), "--workers", "2").stdout
+    assert _counts(out) == {"inserted": 6000, "updated": 3000, "unchanged": 0, "rejected": 0}
+    assert cli("contacts", "count").stdout.strip() == "6000"
+    assert cli("contacts", "count", "--where", "tag:first tag:second").stdout.strip() == "3000"
+    assert contacts(cli)["USER2@example.org"]["name"] == "Renamed 2"  # the later row wins
