@@ -38,7 +38,7 @@ class SendPolicy:
     backoff_base: float = 30.0  # seconds before the first retry; doubles each time
     backoff_cap: float = 3600.0
     error_budget: int = 25  # temporary failures in a row that pause a step
-    batch: int = 200
+    batch: int = 0  # deliveries claimed at a time; 0: 25 per connection, 50 to 500
     per_second: float = 50.0
     per_hour: int = 100_000
 
@@ -155,8 +155,14 @@ class Dispatcher:
                 await asyncio.wait_for(stop.wait(), timeout=poll)
         return self.stats
 
+    @property
+    def batch(self) -> int:
+        """Large enough to keep every connection busy between two claims, small
+        enough that a stopped sender leaves little unsent in hand."""
+        return self.policy.batch or min(500, max(50, 25 * getattr(self.channel, "size", 8)))
+
     async def run_batch(self) -> int:
-        claimed = self.outbox.claim(channel="email", limit=self.policy.batch, now=self.clock())
+        claimed = self.outbox.claim(channel="email", limit=self.batch, now=self.clock())
         if not claimed:
             return 0
         semaphore = asyncio.Semaphore(getattr(self.channel, "size", 8))
