@@ -312,3 +312,19 @@ def test_config_shows_that_x_credentials_are_set_never_what_they_are(tmp_path: P
     assert "x_credentials" in out and "OUTREACH_X_API_KEY" in out
     assert not any(secret in out for secret in OAUTH1.values())
     assert "not set: X posts go to a local file" in Cli(ws)("config").stdout
+
+
+def test_a_sender_with_half_the_x_credentials_stops_before_sending(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ws = _workspace(tmp_path)
+    exe = str(Path(sys.executable).with_name("outreach"))
+    env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "k",
+           "OUTREACH_SMTP_URL": "smtp://127.0.0.1:9", "OUTREACH_X_API_KEY": "ck-only"}  # fmt: skip
+    result = subprocess.run([exe, "-w", str(ws), "run", "--workers", "2"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0
+    assert "X credentials are incomplete: OUTREACH_X_API_SECRET" in result.stderr
+    assert "ck-only" not in result.stderr + result.stdout

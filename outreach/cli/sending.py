@@ -77,6 +77,8 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
     )
     lock = None if child else _sender_lock(services)
     children: list[int] = []
+    # made first: a misconfigured X channel is refused before any worker exists
+    poster = None if child else services.poster()
     if not child:
         services.outbox.recover()
         if scheduler:
@@ -127,10 +129,9 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                         await asyncio.sleep(5)
 
                 promoter = asyncio.create_task(promote())
-            poster = None
+            failed_here = False
             try:
-                if not child:
-                    poster = services.poster()
+                if poster is not None:
                     console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
                     loop.add_signal_handler(signal.SIGTERM, lambda: (halt.set(), poster.stopping.set()))
                     loop.add_signal_handler(signal.SIGINT, lambda: (halt.set(), poster.stopping.set()))
@@ -140,9 +141,12 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                     )
                 else:
                     await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
+            except BaseException:
+                failed_here = True
+                raise
             finally:
-                for pid in children:
-                    if halt.is_set():
+                for pid in children:  # they finish by themselves only when sending until idle
+                    if halt.is_set() or failed_here or not until_idle:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGTERM)
                 for pid in children:
