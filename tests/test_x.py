@@ -328,3 +328,24 @@ def test_a_sender_with_half_the_x_credentials_stops_before_sending(tmp_path: Pat
     assert result.returncode != 0
     assert "X credentials are incomplete: OUTREACH_X_API_SECRET" in result.stderr
     assert "ck-only" not in result.stderr + result.stdout
+
+
+def test_a_thread_in_the_outbox_on_every_backend(tmp_path: Path, database_url: str) -> None:
+    """Posts materialise once, in order; each is claimed only after the one before it
+    is sent, with that post's id to reply to (SQLite and PostgreSQL alike)."""
+    from outreach.ports import Outcome
+
+    ws = _workspace(tmp_path)
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": database_url, "OUTREACH_SECRET_KEY": "k"}))
+    step = services.outbox.ensure_step(campaign="c", key="thread", channel="x", template="cop-launch",
+                                       audience="", send_at=LAUNCH)  # fmt: skip
+    items = [{"text": f"post {i}", "images": []} for i in range(3)]
+    assert services.posts.materialize(step, items) == 3
+    assert services.posts.materialize(step, items) == 0  # again: nothing new
+    first = services.posts.claim(channels=["x"], now=LAUNCH)
+    assert first is not None and (first.part, first.parts, first.reply_to) == (0, 3, None)
+    assert services.posts.claim(channels=["x"], now=LAUNCH) is None  # post 1 waits for post 0
+    services.outbox.record([Outcome(first.delivery_id, step.id, None, "sent", "sent", {}, message_id="900")])
+    second = services.posts.claim(channels=["x"], now=LAUNCH)
+    assert second is not None and (second.part, second.reply_to, second.content["text"]) == (1, "900", "post 1")
+    services.close()
