@@ -179,7 +179,7 @@ def test_every_firing_matches_zoneinfo_and_no_public_one_is_early(
 def test_plan_check_and_show_on_the_sample(sample_ws: Cli, tmp_path: Path) -> None:
     plan = str(sample_ws.workspace / "schedules" / "cop-guidelines-2014.yaml")
     out = sample_ws("plan", "check", plan).stdout
-    assert "7 steps, 2 wave(s)" in out and "0 error(s)" in out
+    assert "8 steps, 2 wave(s)" in out and "0 error(s)" in out and "twice" not in out
     shown = sample_ws("plan", "show", plan, "--ics", str(tmp_path / "launch.ics")).stdout
     assert (
         "2014-09-03 06:00" in shown and "Wed 03 Sep 09:00" in shown and "embargoed-media" in shown
@@ -189,7 +189,7 @@ def test_plan_check_and_show_on_the_sample(sample_ws: Cli, tmp_path: Path) -> No
 
     calendar = Calendar.from_ical((tmp_path / "launch.ics").read_bytes())
     events = calendar.walk("VEVENT")
-    assert len(events) == 34
+    assert len(events) == 33
     assert any(
         str(e["summary"]).startswith("press-release (press)")
         and e.decoded("dtstart") == datetime(2014, 9, 5, 7, tzinfo=UTC)
@@ -202,6 +202,9 @@ def test_plan_check_finds_what_would_go_wrong(sample_ws: Cli) -> None:
     data = yaml.safe_load(path.read_text())
     industry = next(s for s in data["steps"] if s["id"] == "industry-email")
     del industry["not_before"]
+    follow_up = next(s for s in data["steps"] if s["id"] == "follow-up")
+    follow_up["audience"] = "kind:industry -tag:responded"  # Pacific members in both waves
+    del follow_up["waves"]
     data["steps"].append(
         {
             "id": "nobody",
@@ -225,6 +228,8 @@ def test_plan_check_finds_what_would_go_wrong(sample_ws: Cli) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     result = sample_ws("plan", "check", str(path), "--sample", "20", ok=False)
     assert "X usage: 108 post(s), 72 with a URL; at most 108 in 15 minutes" in result.stdout
+    assert ("steps[follow-up]: 61 contact(s) are in the audience of both the launch and the pacific "
+            "wave and would get it twice") in result.stdout  # fmt: skip
     assert "X: 108 posts in the 15 minutes from 2014-09-05 07:00 UTC" in result.stdout
     assert "X allows 100: the rest wait for X's reset" in result.stdout
     out = result.stdout

@@ -15,7 +15,7 @@ from outreach.app import Services
 from outreach.cli.common import State, out_console
 from outreach.domain import audience as seg
 from outreach.domain.errors import OutreachError, TemplateError
-from outreach.domain.plan import Plan, Timeline
+from outreach.domain.plan import Plan, Timeline, audience_of
 from outreach.domain.render import XTemplate
 from outreach.plans import load
 from outreach.scheduling import plan_timeline
@@ -91,6 +91,7 @@ def check(
             (errors if finding.level == "error" else warnings).append(
                 f"steps[{step.id}]: {finding}"
             )
+    warnings += _twice(services, plan)
     x_usage, x_warnings = _x_volume(services, plan, timeline_)
     warnings += x_warnings
     if x_usage:
@@ -105,6 +106,28 @@ def check(
     )
     if errors:
         raise typer.Exit(1)
+
+
+def _twice(services: Services, plan: Plan) -> list[str]:
+    """An email step that applies to several waves reaches a contact in each wave whose
+    audience has them: the launch wave has no restriction, so a national wave's
+    contacts are in it too unless the step's audience leaves them out."""
+    out = []
+    for step in plan.steps:
+        if step.channel != "email":
+            continue
+        waves = [w for w in plan.waves if step.waves is None or w.id in step.waves]
+        for i, first in enumerate(waves):
+            for second in waves[i + 1 :]:
+                both = seg.and_(seg.parse(audience_of(step, first) or "status:active"),
+                                seg.parse(audience_of(step, second) or "status:active"),
+                                seg.Term("status", ("active",)))  # fmt: skip
+                n = services.contacts.count(both)
+                if n:
+                    out.append(f"steps[{step.id}]: {n:,} contact(s) are in the audience of both the "
+                               f"{first.id} and the {second.id} wave and would get it twice; limit the "
+                               f"step's waves, or leave the {second.id} wave's contacts out of its audience")  # fmt: skip
+    return out
 
 
 def _x_volume(services: Services, plan: Plan, line: Timeline) -> tuple[str, list[str]]:
