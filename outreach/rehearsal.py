@@ -118,6 +118,7 @@ async def rehearse(services: Services, plan_file: Path, clock: CompressedClock, 
     from outreach.plans import load
 
     started = time.monotonic()
+    clock.hold(at=clock.start)  # setting up takes no plan time: approved before the first step
     campaign = load(plan_file).campaign.id
     schedule(services, plan_file)
     steps = services.outbox.steps(campaign)
@@ -134,6 +135,7 @@ async def rehearse(services: Services, plan_file: Path, clock: CompressedClock, 
     finally:
         editor.shutdown()
     report = Rehearsal(campaign)
+    clock.release()
     with services.email_channel(maildir=services.settings.state_dir / "outbox") as (channel, _where):
         dispatcher = services.dispatcher(channel)
         poster = services.poster(local=True)

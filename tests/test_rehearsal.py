@@ -71,6 +71,8 @@ def test_the_sample_plan_rehearsed_end_to_end(sample_ws: Cli) -> None:
     log = sample_ws("--rehearsal", "log", "--step", "launch-thread@20140905T0705Z").stdout
     assert "2014-09-05 07:05:00" in log and "post_id=local-3" in log
     assert "press-release" not in sample_ws("log").stdout
+    status = sample_ws("--rehearsal", "status", "cop-2014").stdout
+    assert "approved by rehearsal (automatic) at 2014-09-03 05:59 UTC" in status  # before the first step
     assert "industry-email" in out and "Totals: sent" in out
 
 
