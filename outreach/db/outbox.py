@@ -373,13 +373,18 @@ class SqlOutbox:
                 [{"step_id": o.step_id, "delivery_id": o.delivery_id, "at": now,
                   "event": o.event, "detail": o.detail} for o in outcomes],
             )  # fmt: skip
-            bounced = [o.contact_id for o in outcomes if o.bounce]
-            if bounced:
-                conn.execute(
-                    update(contacts)
-                    .where(contacts.c.id.in_(bounced), contacts.c.status == "active")
-                    .values(status="bounced", updated_at=now)
-                )
+            self._bounced(conn, outcomes, now)
+
+    @staticmethod
+    def _bounced(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+        """Addresses that do not exist: their contacts become bounced."""
+        bounced = [o.contact_id for o in outcomes if o.bounce]
+        if bounced:
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.id.in_(bounced), contacts.c.status == "active")
+                .values(status="bounced", updated_at=now)
+            )
 
     @staticmethod
     def _claimed_sqlite(conn: Connection, ids: Sequence[int]) -> list[Claimed]:
@@ -419,13 +424,7 @@ class SqlOutbox:
             "INSERT INTO delivery_events (step_id, delivery_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
             [(o.step_id, o.delivery_id, stamp, o.event, json_(o.detail)) for o in outcomes],
         )
-        bounced = [o.contact_id for o in outcomes if o.bounce]
-        if bounced:
-            conn.execute(
-                update(contacts)
-                .where(contacts.c.id.in_(bounced), contacts.c.status == "active")
-                .values(status="bounced", updated_at=now)
-            )
+        self._bounced(conn, outcomes, now)
 
     @staticmethod
     def _sqlite_processors(conn: Connection):  # type: ignore[no-untyped-def]
