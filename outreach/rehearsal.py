@@ -61,11 +61,11 @@ class CompressedClock:
 
     def hold(self, at: datetime | None = None) -> None:
         """Plan time stands still, at ``at`` (a step's instant, which the real sleep
-        overshot by a millisecond: a minute and a half of plan time at 1w=10s) or now,
-        while what fell due is sent (at 8,640 times real speed, a tenth of a second
-        of sending would be a quarter of an hour late)."""
-        now = self()
-        self.held = min(now, at) if at is not None and at >= self.start else now
+        reaches a millisecond early or late: a minute and a half of plan time at
+        1w=10s; steps come in time order, so time still only moves on) or now, while
+        what fell due is sent (at 8,640 times real speed, a tenth of a second of
+        sending would be a quarter of an hour late)."""
+        self.held = at if at is not None and at >= self.start else self()
 
     def release(self) -> None:
         if self.held is not None:
