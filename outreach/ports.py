@@ -176,7 +176,8 @@ class PostResult:
     post_id: str | None = None
     # "" when ok; else retry (5xx, connection), rate_limited (429: wait for retry_at),
     # duplicate (X has this text already: probably posted), auth (401/403: the
-    # credentials), rejected (400/404: this post cannot go as it is)
+    # credentials), rejected (400/404: this post cannot go as it is), unknown (an
+    # unexpected error: it may or may not have been posted)
     kind: str = ""
     code: int | None = None
     text: str = ""

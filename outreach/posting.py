@@ -24,28 +24,37 @@ from typing import Any
 from outreach.dispatch import SendPolicy, backoff
 from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import TemplateError
-from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XTemplate
+from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
 from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, Publisher, StepInfo
 from outreach.templating import TemplateLibrary, render_values
 
 POST_CHANNELS = ("x", "press")
 
 
+def render_posts(library: TemplateLibrary, campaign: CampaignInfo, template_name: str,
+                 step: dict[str, Any] | None = None) -> list[XPost]:  # fmt: skip
+    """An X template's posts for the campaign (in its language; no contact)."""
+    _kind, variants = library.variants(template_name, "x")
+    template = library.compile(library.pick(variants, campaign.language))
+    assert isinstance(template, XTemplate)
+    return template.render(render_values(campaign, step=step))
+
+
 def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) -> list[dict[str, Any]]:
     """The items of an X or press step, rendered for the campaign (no contact)."""
-    _kind, variants = library.variants(step.template, step.channel)
-    template = library.compile(library.pick(variants, campaign.language))
-    values = render_values(campaign, step={"id": step.key, "channel": step.channel, "template": step.template})
-    if isinstance(template, XTemplate):
-        posts = template.render(values)
+    about = {"id": step.key, "channel": step.channel, "template": step.template}
+    if step.channel == "x":
+        posts = render_posts(library, campaign, step.template, about)
         for i, post in enumerate(posts, 1):
             if post.weighted_length > X_MAX_WEIGHTED:
                 raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
-                                    f"counts it; at most {X_MAX_WEIGHTED}", file=template.name)  # fmt: skip
+                                    f"counts it; at most {X_MAX_WEIGHTED}", file=f"{step.template}.x.j2")  # fmt: skip
         return [{"text": p.text, "weighted_length": p.weighted_length,
                  "images": [[i.path, i.alt] for i in p.images]} for p in posts]  # fmt: skip
+    _kind, variants = library.variants(step.template, "press")
+    template = library.compile(library.pick(variants, campaign.language))
     assert isinstance(template, PressTemplate)
-    release = template.render(values)
+    release = template.render(render_values(campaign, step=about))
     wave = step.settings.get("wave")
     name = step.settings.get("plan_step") or step.template
     slug = slugify(f"{campaign.id}-{name}" + (f"-{wave}" if wave and wave != "launch" else ""))
@@ -117,8 +126,8 @@ class Poster:
                 result = self.x.post(item.content["text"], reply_to=item.reply_to, images=images)  # type: ignore[arg-type]
         except OSError as exc:  # the newsroom folder cannot be written
             result = PostResult(False, kind="retry", text=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:
-            result = PostResult(False, kind="duplicate" if item.channel == "x" else "retry",
+        except Exception as exc:  # the outcome is unknown: a person decides, for X
+            result = PostResult(False, kind="unknown" if item.channel == "x" else "retry",
                                 text=f"unexpected {type(exc).__name__}: {exc}")  # fmt: skip
         detail.update(code=result.code, reply=result.text, duration_ms=result.duration_ms)
         return self._outcome(item, result, detail)
@@ -138,11 +147,12 @@ class Poster:
             self.stats.deferred += 1
             detail["reason"] = f"X rate limit reached: every X post waits until {until:%Y-%m-%d %H:%M:%S} UTC"
             return outcome("deferred", error=result.text, next_attempt=until)
-        if result.kind == "duplicate":
+        if result.kind in ("duplicate", "unknown"):
             self.stats.uncertain += 1
-            detail["reason"] = (f"probably posted already ({result.text}); find it on the account, then "
+            why = "probably posted already" if result.kind == "duplicate" else "it may or may not be on X"
+            detail["reason"] = (f"{why} ({result.text}); find it on the account, then "
                                 f"outreach deliveries mark-sent {item.delivery_id} --post-id N, "
-                                f"or change the text and outreach deliveries retry {item.delivery_id}")  # fmt: skip
+                                f"or outreach deliveries retry {item.delivery_id}")  # fmt: skip
             return outcome("uncertain", error=result.text)
         if result.kind == "auth":
             self.stats.failed += 1

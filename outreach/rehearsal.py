@@ -78,7 +78,6 @@ class CompressedClock:
 @dataclass
 class Rehearsal:
     campaign: str
-    fired: list[tuple[StepInfo, str]] = field(default_factory=list)  # (step, status after firing)
     stuck: list[str] = field(default_factory=list)  # steps still waiting or sending at the end
     seconds: float = 0.0
 
@@ -152,7 +151,6 @@ async def rehearse(services: Services, plan_file: Path, clock: CompressedClock, 
                 status = await asyncio.to_thread(fire, services, campaign, step.key, clock())
                 await _drain_due(services, campaign, settle)
                 clock.release()
-                report.fired.append((services.outbox.step(step.id), status))
                 if on_fire:
                     on_fire(services.outbox.step(step.id), status)
             report.stuck = await _settle(services, campaign, settle)

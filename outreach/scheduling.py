@@ -322,10 +322,10 @@ def requirement_done(
             continue
         if s.status != "active":
             return False
-        counts = services.outbox.counts(step_id=s.id)
-        if s.channel == "email" and services.outbox.pending(s.id) == 0:
-            continue  # every recipient had their attempt
-        if s.channel != "email" and counts and set(counts) == {"sent"}:
+        if s.channel == "email":
+            if services.outbox.pending(s.id) == 0:
+                continue  # every recipient had their attempt
+        elif set(services.outbox.counts(step_id=s.id)) == {"sent"}:
             continue  # published, or every post of the thread is up
         return False
     return True

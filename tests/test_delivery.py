@@ -18,7 +18,7 @@ from outreach.config import load_settings
 from outreach.dispatch import SendPolicy
 from outreach.domain.audience import parse
 from outreach.imports import import_files
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, wait_until
 from tests.smtp_server import Faults, Recorder, SmtpServer
 
 
@@ -290,11 +290,7 @@ def test_sigterm_finishes_the_messages_in_flight_then_exits(tmp_path: Path) -> N
     recorder = Recorder(Faults(slow=0.05))
     with SmtpServer(recorder) as server:
         proc = _sender(services, server, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while (
-            not services.outbox.counts(step_id=step.id).get("sent") and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+        wait_until(lambda: services.outbox.counts(step_id=step.id).get("sent"), 30, 0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()  # type: ignore[union-attr]
     counts = services.outbox.counts(step_id=step.id)

@@ -28,7 +28,7 @@ from outreach.scheduling import (
     schedule,
     start,
 )
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, wait_until
 
 PLAN = "schedules/cop-guidelines-2014.yaml"
 
@@ -149,13 +149,14 @@ def test_a_step_waits_for_the_steps_it_requires(services: Services) -> None:
     assert (newsroom.folder / "cop-2014-press-release.html").is_file()
 
 
-def _soon_plan(path: Path, launch: datetime, misfire: str = "1h") -> None:
+def _soon_plan(path: Path, launch: datetime, misfire: str = "1h", more: tuple[dict, ...] = ()) -> None:
+    """A plan "soon": the step "mail" to industry in Tonga at its launch, and ``more``."""
     path.write_text(yaml.safe_dump({
         "campaign": {"id": "soon", "name": "Soon", "from": "team@example.org"},
         "launch": f"{launch:%Y-%m-%d %H:%M} UTC",
         "links": {"guidelines": "https://example.org/g", "pledge": "https://example.org/p"},
         "steps": [{"id": "mail", "channel": "email", "template": "cop-industry",
-                   "audience": "kind:industry country:TO", "at": "T+0", "misfire": misfire}],
+                   "audience": "kind:industry country:TO", "at": "T+0", "misfire": misfire}, *more],
     }))  # fmt: skip
 
 
@@ -170,9 +171,7 @@ def test_jobs_survive_a_restart_and_fire_on_time(services: Services) -> None:
     scheduler = start(fresh)
     try:
         step = fresh.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
-        deadline = time.monotonic() + 90
-        while fresh.outbox.step(step.id).status == "scheduled" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: fresh.outbox.step(step.id).status != "scheduled", 90, 0.2)
         assert fresh.outbox.step(step.id).status == "active"
         fired = fresh.outbox.events(step_key=step.key, event="active")[0]["at"]
         assert abs((fired - launch).total_seconds()) < 5
@@ -193,9 +192,7 @@ def test_a_job_missed_beyond_its_grace_is_logged_not_dropped(services: Services)
     scheduler = start(services)
     try:
         step = services.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
-        deadline = time.monotonic() + 10
-        while services.outbox.step(step.id).status == "scheduled" and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: services.outbox.step(step.id).status != "scheduled", 10)
     finally:
         scheduler.shutdown(wait=True)
     assert services.outbox.step(step.id).status == "missed"
@@ -283,15 +280,8 @@ def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None
     ws = services.settings.workspace
     path = ws / "schedules" / "soon.yaml"
     launch = (datetime.now(UTC) + timedelta(days=1)).replace(second=0, microsecond=0)
-    path.write_text(yaml.safe_dump({
-        "campaign": {"id": "soon", "name": "Soon", "from": "team@example.org"},
-        "launch": f"{launch:%Y-%m-%d %H:%M} UTC",
-        "links": {"guidelines": "https://example.org/g", "pledge": "https://example.org/p"},
-        "steps": [{"id": "mail", "channel": "email", "template": "cop-industry",
-                   "audience": "kind:industry country:TO", "at": "T+0", "misfire": "1h"},
-                  {"id": "strict", "channel": "email", "template": "cop-industry",
-                   "audience": "kind:industry country:WS", "at": "T+0", "misfire": "2s"}],
-    }))  # fmt: skip
+    _soon_plan(path, launch, more=({"id": "strict", "channel": "email", "template": "cop-industry",
+                                    "audience": "kind:industry country:WS", "at": "T+0", "misfire": "2s"},))  # fmt: skip
     schedule(services, path)
     approve(services, "soon")
     due = datetime.now(UTC) + timedelta(seconds=6)
@@ -323,12 +313,8 @@ def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None
         mail = services.outbox.step_by_key("soon", f"mail@{launch:%Y%m%dT%H%MZ}")
         strict = services.outbox.step_by_key("soon", f"strict@{launch:%Y%m%dT%H%MZ}")
         expected = services.contacts.count(parse("kind:industry country:TO"))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (
-            services.outbox.counts(step_id=mail.id).get("sent", 0) < expected
-            or services.outbox.step(strict.id).status == "scheduled"
-        ):
-            time.sleep(0.2)
+        wait_until(lambda: services.outbox.counts(step_id=mail.id).get("sent", 0) >= expected
+                   and services.outbox.step(strict.id).status != "scheduled", 30, 0.2)  # fmt: skip
         assert services.outbox.counts(step_id=mail.id) == {"sent": expected}
         assert services.outbox.step(strict.id).status == "missed"
         reason = services.outbox.events(step_key=strict.key, event="missed")[0]["detail"]["reason"]
@@ -351,10 +337,8 @@ def test_the_real_scheduler_fires_the_sample_plan_at_its_2014_instants(services:
     with time_machine.travel(datetime(2014, 9, 5, 6, 59, 57, tzinfo=UTC), tick=True):
         scheduler = start(services)
         try:
-            deadline = time.monotonic() + 20
-            while services.outbox.step_by_key("cop-2014", press).status == "scheduled":
-                assert time.monotonic() < deadline, "the launch job did not fire"
-                time.sleep(0.1)
+            launched = wait_until(lambda: services.outbox.step_by_key("cop-2014", press).status != "scheduled", 20)
+            assert launched, "the launch job did not fire"
             # 07:05 is five minutes away on this clock: the thread's job waits
             assert services.outbox.step_by_key("cop-2014", "launch-thread@20140905T0705Z").status == "scheduled"
         finally:

@@ -14,12 +14,12 @@ from rich.table import Table
 from outreach.app import Services
 from outreach.cli.common import State, out_console
 from outreach.domain import audience as seg
-from outreach.domain.errors import OutreachError, TemplateError
+from outreach.domain.errors import OutreachError
 from outreach.domain.plan import Plan, Timeline, audience_of
-from outreach.domain.render import XTemplate
 from outreach.plans import load
+from outreach.posting import render_posts
 from outreach.scheduling import plan_timeline
-from outreach.templating import check_templates, render_values
+from outreach.templating import check_templates
 
 app = typer.Typer(no_args_is_help=True, help="Check a campaign plan and show its timeline.")
 
@@ -138,11 +138,9 @@ def _x_volume(services: Services, plan: Plan, line: Timeline) -> tuple[str, list
     for firing in line.firings:
         if firing.step.channel != "x":
             continue
-        _kind, variants = services.templates.variants(firing.step.template, "x")
-        template = services.templates.compile(services.templates.pick(variants, plan.campaign.language))
         try:
-            rendered = template.render(render_values(plan.campaign)) if isinstance(template, XTemplate) else []
-        except TemplateError:
+            rendered = render_posts(services.templates, plan.campaign, firing.step.template)
+        except OutreachError:
             rendered = []  # the template check reports it
         posts += [(firing.at, firing.step.id, bool(extract_urls(p.text))) for p in rendered] or [(firing.at, firing.step.id, False)]
     if not posts:

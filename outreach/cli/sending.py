@@ -112,9 +112,15 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                     per_hour=max(1, dispatcher.policy.per_hour // workers),
                 )  # fmt: skip
             halt = asyncio.Event()
+
+            def stop() -> None:  # the poster checks between posts (it works in a thread)
+                halt.set()
+                if poster is not None:
+                    poster.stopping.set()
+
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, halt.set)
+                loop.add_signal_handler(sig, stop)
             watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
             jobs = None
             if scheduler:
@@ -133,8 +139,6 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
             try:
                 if poster is not None:
                     console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
-                    loop.add_signal_handler(signal.SIGTERM, lambda: (halt.set(), poster.stopping.set()))
-                    loop.add_signal_handler(signal.SIGINT, lambda: (halt.set(), poster.stopping.set()))
                     await asyncio.gather(
                         dispatcher.run(stop=halt, until_idle=until_idle, recover=False),
                         poster.run(stop=halt, until_idle=until_idle),
