@@ -88,31 +88,35 @@ def generate(path: Path, rows: int) -> None:
         handle.writelines(lines)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def tree_rss(pid: int) -> tuple[int, int]:
-    """(RSS of pid, RSS of pid and all its descendants), in bytes."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/statm") as f:
-                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            children.setdefault(ppid, []).append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
+    """(peak RSS of pid as the kernel keeps it, current RSS of pid and its descendants),
+    in bytes. Reads only the process tree, so sampling stays light beside the import."""
+    peak = 0
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    page = os.sysconf("SC_PAGE_SIZE")
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return rss.get(pid, 0), total
+        statm = _read(f"/proc/{p}/statm").split()
+        total += int(statm[1]) * page if len(statm) > 1 else 0
+        for task in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else ():
+            stack += [int(c) for c in _read(f"/proc/{p}/task/{task}/children").split()]
+    return peak, total
 
 
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, str]:
+    # the previous step's writes go to disk now, not while this command is measured
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -123,7 +127,7 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, 
         while proc.poll() is None:
             main, tree = tree_rss(proc.pid)
             peaks[0], peaks[1] = max(peaks[0], main), max(peaks[1], tree)
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
