@@ -16,6 +16,7 @@ import csv
 import io
 import multiprocessing
 import os
+import pickle
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -24,14 +25,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from outreach.domain.columns import NAME_PARTS, ColumnMap, map_columns
-from outreach.domain.contact import (
-    FIELDS,
-    ContactRecord,
-    check_text,
-    normalize_contact,
-    normalize_kind,
-)
+from outreach.domain.columns import ColumnMap, map_columns
+from outreach.domain.contact import ContactRecord, RowNormalizer, normalize_kind
 from outreach.domain.errors import ContactValueError, InputFileError
 from outreach.ports import ContactStore
 
@@ -220,7 +215,7 @@ def _rows(source: CsvSource, block: Block) -> Iterator[tuple[int, list[str]]]:
 @dataclass
 class Checked:
     lines: list[int]  # of the good rows
-    rows: list[Any]  # the good rows, prepared for the store's writer
+    rows: Any  # the good rows, prepared for the store's writer
     rejects: list[tuple[int, str, tuple[str, ...]]]
     blank: int
 
@@ -228,41 +223,34 @@ class Checked:
 def validate_block(
     source: CsvSource,
     default_kind: str | None,
-    prepare: Callable[[list[ContactRecord]], list[Any]],
+    prepare: Callable[[list[ContactRecord]], Any],
     block: Block,
 ) -> Checked:
     """Parse and validate a block (runs in a worker process): a prepared row per good
     record, a reason per bad one."""
-    targets = source.columns.targets
-    width = len(targets)
-    fields = [(i, t) for i, t in enumerate(targets) if t in FIELDS]
-    extra = [(i, t[5:]) for i, t in enumerate(targets) if t.startswith("attr.")]
-    name_parts = [(i, t) for i, t in enumerate(targets) if t in NAME_PARTS]
-    out = Checked([], [], [], 0)
+    width = len(source.columns.targets)
+    normalize = RowNormalizer(source.columns.targets, default_kind)
+    out = Checked([], None, [], 0)
     records: list[ContactRecord] = []
     for line, row in _rows(source, block):
-        if not "".join(row).strip():
-            out.blank += 1
-            continue
         if len(row) != width:
+            if not "".join(row).strip():
+                out.blank += 1
+                continue
             reason = (
                 f"has {len(row)} fields but the header has {width} "
                 "(a stray delimiter, or a quote left open?)"
             )
             out.rejects.append((line, reason, tuple(row)))
             continue
-        values = {t: row[i] for i, t in fields}
-        attrs = {k: row[i] for i, k in extra}
         try:
-            if name_parts and not values.get("name", "").strip():
-                parts = [check_text(t, row[i]) for i, t in name_parts]
-                values["name"] = " ".join(p for p in parts if p)
-            if default_kind and not values.get("kind", "").strip():
-                values["kind"] = default_kind
-            records.append(normalize_contact(values, attrs))
+            records.append(normalize(row))
             out.lines.append(line)
         except ContactValueError as exc:
-            out.rejects.append((line, str(exc), tuple(row)))
+            if not "".join(row).strip():
+                out.blank += 1
+            else:
+                out.rejects.append((line, str(exc), tuple(row)))
     out.rows = prepare(records)
     return out
 
@@ -294,7 +282,7 @@ def _checked(
             if block is None:
                 exhausted = True
             else:
-                pending.append(pool.submit(fn, block))
+                pending.append(pool.submit(_pickled, fn, block))
         if not pending:
             return
         head = pending[0]
@@ -306,7 +294,20 @@ def _checked(
                 pending.append(fn(block))  # done here while the workers are busy
             continue
         pending.popleft()
-        yield head.result() if isinstance(head, Future) else head
+        yield pickle.loads(head.result()) if isinstance(head, Future) else head
+
+
+def _lower_priority() -> None:
+    """Validation workers yield the CPU to the writing process: the writes are the
+    import's critical path, and the workers use whatever time the cores have left."""
+    os.nice(10)
+
+
+def _pickled(fn: Callable[[Block], Checked], block: Block) -> bytes:
+    """``fn(block)``, pickled in the worker: the pool's result thread then only
+    passes bytes along, and the writing thread unpickles when it takes the block,
+    instead of the two threads contending for the interpreter during the writes."""
+    return pickle.dumps(fn(block), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 class RejectSink:
@@ -354,11 +355,13 @@ def import_files(
     sources = [inspect_file(p, encoding=encoding, overrides=overrides) for p in paths]
     report = ImportReport(files=[str(p) for p in paths], dry_run=dry_run)
     total = sum(s.size for s in sources)
-    if workers is None:  # one core writes, the others validate
-        workers = max((os.cpu_count() or 1) - 1, 0)
+    if workers is None:  # a worker per core, behind the writer (see _lower_priority)
+        workers = os.cpu_count() or 1
     pool = None
     if workers > 0 and total >= PARALLEL_MIN_BYTES:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork"), initializer=_lower_priority
+        )
     if on_start:
         on_start(total)
     sink = RejectSink(report, rejects_path)
@@ -373,7 +376,7 @@ def import_files(
                     for line, reason, row in checked.rejects:
                         sink.add(name, line, reason, row)
                     report.blank += checked.blank
-                    if not checked.rows:
+                    if not checked.lines:
                         continue
                     outcome = writer.write_prepared(checked.rows, mode=mode)
                     report.inserted += outcome.inserted

@@ -37,12 +37,12 @@ class BatchOutcome:
 
 class ContactWriter(Protocol):
     """Writes import batches in one transaction. ``preparer()`` gives a picklable
-    function that turns records into the writer's rows in worker processes, so the
-    writing process does as little per row as it can."""
+    function that turns a batch of records into the writer's own form in worker
+    processes, so the writing process does as little per row as it can."""
 
     def write(self, records: Sequence[ContactRecord], *, mode: str = "upsert") -> BatchOutcome: ...
-    def preparer(self) -> Callable[[Sequence[ContactRecord]], list[Any]]: ...
-    def write_prepared(self, rows: Sequence[Any], *, mode: str = "upsert") -> BatchOutcome: ...
+    def preparer(self) -> Callable[[Sequence[ContactRecord]], Any]: ...
+    def write_prepared(self, block: Any, *, mode: str = "upsert") -> BatchOutcome: ...
 
 
 class ContactStore(Protocol):

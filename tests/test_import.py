@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from outreach.domain.audience import parse
 from tests.conftest import Cli, write_csv
 
 
@@ -292,6 +293,36 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(
         source = imports.inspect_file(path)
         got = [r for block in imports.read_blocks(source) for r in imports._rows(source, block)]
         assert got == expected, size
+
+
+def test_every_contact_gets_its_own_tags_across_blocks_and_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New rows' tags find their contact by position in the block (the last inserted
+    id minus the rows after it): check every contact of a file cut into many blocks
+    and validated in worker processes, rows with none, one and three tags mixed."""
+    from outreach import imports
+    from outreach.app import build
+    from outreach.config import load_settings
+
+    rows = ["email,name,tags"]
+    expected = {}
+    for i in range(3000):
+        tags = [f"t{i}", f"m{i % 5}", "all"][: i % 4]
+        rows.append(f'u{i}@example.org,U {i},"{", ".join(tags)}"')
+        expected[f"u{i}@example.org"] = tuple(sorted(tags))
+    ws = tmp_path / "ws"
+    path = write_csv(ws / "tags.csv", "\n".join(rows) + "\n")
+    monkeypatch.setattr(imports, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", 0)
+    services = build(load_settings(ws, env={}))
+    try:
+        report = imports.import_files(services.contacts, [path], workers=2)
+        assert report.inserted == 3000 and report.rejected == 0
+        got = {c.email: c.tags for c in services.contacts.iterate(parse(""))}
+    finally:
+        services.close()
+    assert got == expected
 
 
 def test_addresses_met_again_in_a_later_block_update_what_was_inserted(tmp_path: Path) -> None:

@@ -147,6 +147,33 @@ def test_a_failed_import_leaves_nothing(store: SqlContactStore) -> None:
     assert store.get("dry@example.org") is None
 
 
+def _index_names(store: SqlContactStore) -> set[str]:
+    found = inspect(store.engine)
+    return {i["name"] for t in ("contacts", "contact_tags") for i in found.get_indexes(t)}
+
+
+def test_an_import_into_an_empty_store_builds_its_indexes_again(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Into an empty SQLite store the writer drops the secondary indexes and builds
+    them before the commit; a failed or dry-run import leaves them as they were."""
+    engine = open_database(f"sqlite:///{tmp_path / 'empty.db'}")
+    store = SqlContactStore(engine)
+    indexes = _index_names(store)
+    assert {"ix_contacts_country_kind", "ix_contact_tags_tag_contact_id"} <= indexes
+    with pytest.raises(RuntimeError), store.writer() as writer:
+        writer.write([normalize_contact(PEOPLE[0])])
+        raise RuntimeError("the file broke half-way")
+    with store.writer(dry_run=True) as writer:
+        writer.write([normalize_contact(PEOPLE[0])])
+    assert _index_names(store) == indexes and store.count(parse("")) == 0
+    with store.writer() as writer:
+        writer.write([normalize_contact(p, ATTRS.get(p["email"])) for p in PEOPLE])
+    assert _index_names(store) == indexes
+    assert emails(store, "country:WS,TO kind:industry -tag:responded") == ["ben"]
+    with engine.connect() as conn:  # the page cache is back to SQLite's default
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000
+    engine.dispose()
+
+
 def test_iterate_streams_everything_in_batches(store: SqlContactStore) -> None:
     assert [c.email for c in store.iterate(parse(""), batch=2)] == [p["email"] for p in PEOPLE]
 

@@ -66,7 +66,7 @@ def import_(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Validation processes (default: one per core but one; 0: none).", hidden=True
+            help="Validation processes (default: one per core; 0: none).", hidden=True
         ),
     ] = None,
 ) -> None:

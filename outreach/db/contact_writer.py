@@ -10,53 +10,109 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from json.encoder import encode_basestring_ascii as _quote
 
-from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Index,
+    Integer,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.domain.contact import ContactRecord, suppression_hash
 from outreach.ports import BatchOutcome
 
-# A prepared row: the INSERT's values but the two timestamps, then the tags.
-# kind and status may be None ("not given"): the INSERT fills in their defaults,
-# an update keeps what is stored.
+# A prepared row: the INSERT's values but the two timestamps (one per import, written
+# into the statement). kind and status may be None ("not given"): the INSERT fills in
+# their defaults, an update keeps what is stored.
 _COLUMNS = ("email", "email_key", "name", "organization", "kind", "sector", "country",
             "language", "timezone", "x_handle", "status", "attrs")  # fmt: skip
-_STAMPS = ("created_at", "updated_at")
 _FIELDS = _COLUMNS[:-1]  # what an update compares and merges (email_key never changes)
 _ATTRS = len(_COLUMNS) - 1
-_TAGS = len(_COLUMNS)
 _KEY = 1
 _STATUS = _COLUMNS.index("status")
+_RECORD_TAGS = ContactRecord._fields.index("tags")
 
-Prepared = tuple  # (*_COLUMNS values, tags)
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A block of records as the writer takes them, made in an import worker.
+
+    ``tags`` pairs each tag with the number of rows that follow its contact's row in
+    the block: once the block is inserted as new rows, the contact's id is the last
+    inserted id minus that number, so SQLite computes every tag's contact id itself.
+    """
+
+    rows: list[tuple]  # values in _COLUMNS order
+    tags: list[tuple[int, str]]  # (rows after this one, tag)
+    distinct: bool  # no address appears twice in the block
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row_tags(self) -> list[list[str]]:
+        """The tags of each row."""
+        out: list[list[str]] = [[] for _ in self.rows]
+        last = len(self.rows) - 1
+        for after, tag in self.tags:
+            out[last - after].append(tag)
+        return out
 
 
-def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> list[Prepared]:
-    """Rows ready for ``ContactWriter.write_prepared`` (runs in import workers).
+def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> Prepared:
+    """The block for ``ContactWriter.write_prepared`` (runs in import workers).
 
     ``json_text``: store attributes as JSON text (SQLite); else as a dict for the
     driver to adapt (PostgreSQL).
     """
-    return [
-        (r.email, r.email.casefold(), r.name, r.organization, r.kind, r.sector, r.country,
-         r.language, r.timezone, r.x_handle, r.status,
-         _json_text(r.attrs) if json_text else r.attrs, r.tags)
-        for r in records
+    text = _json_text if json_text else _same
+    rows = [
+        (email, email.casefold(), name, organization, kind, sector, country, language,
+         timezone, x_handle, status, text(attrs))
+        for (email, name, organization, kind, sector, country, language, timezone,
+             x_handle, status, _tags, attrs) in records
     ]  # fmt: skip
+    after = len(records)
+    tags: list[tuple[int, str]] = []
+    add = tags.append
+    for record in records:
+        after -= 1
+        for tag in record[_RECORD_TAGS]:
+            add((after, tag))
+    distinct = len({row[_KEY] for row in rows}) == len(rows)
+    return Prepared(rows, tags, distinct)
 
 
 def _json_text(attrs: dict[str, str]) -> str:
     """``json.dumps(attrs)`` for a flat dict of strings, several times faster."""
     if not attrs:
         return "{}"
-    return "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in attrs.items()) + "}"
+    if len(attrs) == 1:
+        ((key, value),) = attrs.items()
+        return f"{{{_quote(key)}: {_quote(value)}}}"
+    return "{" + ", ".join([f"{_quote(k)}: {_quote(v)}" for k, v in attrs.items()]) + "}"
+
+
+def _same(value: object) -> object:
+    return value
 
 
 class ContactWriter:
-    """Writes batches of records inside one transaction (see ``SqlContactStore.writer``)."""
+    """Writes blocks of records inside one transaction (see ``SqlContactStore.writer``).
+
+    On SQLite, an import into an empty store drops the secondary indexes first and
+    builds them again in ``finish``, inside the same transaction: sorting a million
+    entries once is much cheaper than a million inserts into growing trees, and a
+    failed import rolls the indexes back with everything else.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -72,49 +128,83 @@ class ContactWriter:
         # SQLite: insert blocks as new at first, and look addresses up only once one
         # turns out to be stored (see _insert_all)
         self.optimistic = self.raw
+        self.stamp = utcnow()
+        self._deferred: list[Index] = []
+        if self.raw and conn.execute(select(contacts.c.id).limit(1)).first() is None:
+            self._deferred = [*contacts.indexes, *contact_tags.indexes]
+            for index in self._deferred:
+                index.drop(conn)
+        elif self.raw:
+            # Into a store with its indexes, 32 MiB of page cache keeps the hot index
+            # pages. Not without them: SQLite sorts an index in runs of its cache's
+            # size, and runs that fit the CPU's caches build faster.
+            conn.exec_driver_sql("PRAGMA cache_size=-32768")
+        stamps = {
+            "created_at": bindparam("created_at"),
+            "updated_at": bindparam("updated_at"),
+        }
+        if self.raw:  # the import's one time, written into the statement once
+            text = self._driver_value(contacts.c.created_at, self.stamp)
+            stamps = dict.fromkeys(stamps, literal_column(f"'{text}'"))
         self._insert = insert(contacts).values(
-            {c: bindparam(c) for c in (*_COLUMNS, *_STAMPS)}
+            {c: bindparam(c) for c in _COLUMNS}
+            | stamps
             | {
                 "kind": func.coalesce(bindparam("kind"), literal_column("'other'")),
                 "status": func.coalesce(bindparam("status"), literal_column("'active'")),
             }
         )
         self._tag_insert = insert(contact_tags)
+        # contact_tags is a WITHOUT ROWID table: its inserts leave last_insert_rowid()
+        # at the block's last contact
+        self._block_tag_insert = insert(contact_tags).values(
+            contact_id=literal_column("last_insert_rowid()") - bindparam("after", type_=Integer),
+            tag=bindparam("tag"),
+        ).inline()  # no RETURNING of the computed key
         self._update = (
             update(contacts)
             .where(contacts.c.id == bindparam("_id"))
             .values({c: bindparam(c) for c in (*_FIELDS, "attrs", "updated_at")})
         )
 
-    def preparer(self) -> Callable[[Sequence[ContactRecord]], list[Prepared]]:
+    def finish(self) -> None:
+        """Build the indexes dropped for this import (before the commit)."""
+        for index in self._deferred:
+            index.create(self.conn)
+        self._deferred = []
+
+    def preparer(self) -> Callable[[Sequence[ContactRecord]], Prepared]:
         """``prepare`` for this database, picklable for worker processes."""
         return partial(prepare, json_text=self.json_text)
 
     def write(self, records: Sequence[ContactRecord], *, mode: str = "upsert") -> BatchOutcome:
         return self.write_prepared(prepare(records, json_text=self.json_text), mode=mode)
 
-    def write_prepared(self, rows: Sequence[Prepared], *, mode: str = "upsert") -> BatchOutcome:
+    def write_prepared(self, block: Prepared, *, mode: str = "upsert") -> BatchOutcome:
         """Insert or update as if one row after the other (a later duplicate wins)."""
+        if not block.rows:
+            return BatchOutcome()
+        if self.optimistic and block.distinct and not self._any_suppressed:
+            if self._insert_all(block):
+                return BatchOutcome(inserted=len(block.rows))
+            self.optimistic = False  # this import meets stored addresses: look them up first
+        return self._write_rows(block.rows, block.row_tags(), mode)
+
+    def _write_rows(self, rows: list[tuple], tags: list[list[str]], mode: str) -> BatchOutcome:
         seen: set[str] = set()
         for i, row in enumerate(rows):
             key = row[_KEY]
             if key in seen:  # a repeated address: write what came before it first
-                outcome = self._write(rows[:i], mode)
-                outcome.add(self.write_prepared(rows[i:], mode=mode), i)
+                outcome = self._write(rows[:i], tags[:i], mode)
+                outcome.add(self._write_rows(rows[i:], tags[i:], mode), i)
                 return outcome
             seen.add(key)
-        return self._write(rows, mode)
+        return self._write(rows, tags, mode)
 
-    def _write(self, rows: Sequence[Prepared], mode: str) -> BatchOutcome:
+    def _write(self, rows: list[tuple], row_tags: list[list[str]], mode: str) -> BatchOutcome:
         out = BatchOutcome()
         if not rows:
             return out
-        if self.optimistic and not self._any_suppressed:
-            inserted = self._insert_all(rows)
-            if inserted is not None:
-                out.inserted = inserted
-                return out
-            self.optimistic = False  # this import meets stored addresses: look them up first
         keys = [row[_KEY] for row in rows]
         blocked = self._suppressed(keys)
         existing = {
@@ -125,30 +215,30 @@ class ContactWriter:
                 )
             )
         }
-        stamps = (self._driver_value(contacts.c.updated_at, utcnow()),) * 2
+        stamp = self._driver_value(contacts.c.updated_at, utcnow())
         new_rows: list[tuple] = []
-        new_tags: list[tuple[str, ...]] = []
-        changed: list[Prepared] = []
-        for i, row in enumerate(rows):
+        new_tags: list[list[str]] = []
+        changed: list[tuple[tuple, list[str]]] = []
+        for i, (row, tags) in enumerate(zip(rows, row_tags, strict=True)):
             if i in blocked:
                 out.suppressed.append(i)
             elif row[_KEY] not in existing:
-                new_rows.append(row[:_TAGS] + stamps)
-                new_tags.append(row[_TAGS])
+                new_rows.append(row)
+                new_tags.append(tags)
             elif mode == "insert-only":
                 out.existing += 1
             else:
-                changed.append(row)
+                changed.append((row, tags))
 
         tag_rows: list[tuple[int, str]] = []
         if new_rows:
-            self._executemany(self._insert, (*_COLUMNS, *_STAMPS), new_rows)
+            self._insert_rows(new_rows)
             out.inserted += len(new_rows)
             if any(new_tags):
                 for contact_id, tags in zip(self._new_ids(new_rows), new_tags, strict=True):
                     tag_rows += [(contact_id, t) for t in tags]
         if changed:
-            updates, added = self._merge(changed, existing, stamps[0])
+            updates, added = self._merge(changed, existing, stamp)
             out.updated += len(updates)
             out.unchanged += len(changed) - len(updates)
             if updates:
@@ -158,6 +248,14 @@ class ContactWriter:
             self._executemany(self._tag_insert, ("contact_id", "tag"), tag_rows)
         return out
 
+    def _insert_rows(self, rows: list[tuple]) -> None:
+        if self.raw:
+            self._executemany(self._insert, _COLUMNS, rows)
+        else:
+            stamp = self.stamp
+            self._executemany(self._insert, (*_COLUMNS, "created_at", "updated_at"),
+                              [(*row, stamp, stamp) for row in rows])  # fmt: skip
+
     def _suppressed(self, keys: list[str]) -> set[int]:
         if not self._any_suppressed:
             return set()
@@ -165,37 +263,33 @@ class ContactWriter:
         query = select(suppressions.c.email_hash).where(suppressions.c.email_hash.in_(list(hashes)))
         return {hashes[h] for h in self.conn.execute(query).scalars()}
 
-    def _insert_all(self, rows: Sequence[Prepared]) -> int | None:
+    def _insert_all(self, block: Prepared) -> bool:
         """Insert every row as new without looking any up first (a new list, the common
-        case, then costs one index probe less per row); None, with nothing written, if
+        case, then costs one index probe less per row); False, with nothing written, if
         one of them is stored already."""
         import sqlite3
 
         from sqlalchemy.exc import IntegrityError
 
-        stamps = (self._driver_value(contacts.c.updated_at, utcnow()),) * 2
         self.conn.exec_driver_sql("SAVEPOINT outreach_block")
         try:
-            self._executemany(self._insert, (*_COLUMNS, *_STAMPS), [row[:_TAGS] + stamps for row in rows])
+            self._insert_rows(block.rows)
         except (IntegrityError, sqlite3.IntegrityError):
             self.conn.exec_driver_sql("ROLLBACK TO outreach_block")
             self.conn.exec_driver_sql("RELEASE outreach_block")
-            return None
+            return False
         self.conn.exec_driver_sql("RELEASE outreach_block")
-        tags = [row[_TAGS] for row in rows]
-        if any(tags):
-            first = self.conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one() - len(rows) + 1
-            self._executemany(self._tag_insert, ("contact_id", "tag"),
-                              [(first + i, t) for i, row_tags in enumerate(tags) for t in row_tags])  # fmt: skip
-        return len(rows)
+        if block.tags:
+            self._executemany(self._block_tag_insert, ("after", "tag"), block.tags)
+        return True
 
-    def _merge(self, rows: list[Prepared], existing: dict, stamp) -> tuple[list[tuple], list]:  # type: ignore[no-untyped-def]
+    def _merge(self, changed: list[tuple[tuple, list[str]]], existing: dict, stamp) -> tuple[list[tuple], list]:  # type: ignore[no-untyped-def]
         """Updates for rows whose address is stored: given values replace stored ones,
         blanks keep them, attributes merge, tags add, and status never returns to
         active (an import re-subscribes nobody)."""
-        ids = [existing[row[_KEY]].id for row in rows]
+        ids = [existing[row[_KEY]].id for row, _ in changed]
         old_tags: dict[int, set[str]] = {}
-        if any(row[_TAGS] for row in rows):
+        if any(tags for _, tags in changed):
             query = select(contact_tags.c.contact_id, contact_tags.c.tag).where(
                 contact_tags.c.contact_id.in_(ids)
             )
@@ -203,7 +297,7 @@ class ContactWriter:
                 old_tags.setdefault(cid, set()).add(tag)
         updates: list[tuple] = []
         tag_rows: list[tuple[int, str]] = []
-        for row, cid in zip(rows, ids, strict=True):
+        for (row, tags), cid in zip(changed, ids, strict=True):
             stored = existing[row[_KEY]]
             current = tuple(getattr(stored, c) for c in _FIELDS)
             merged = [
@@ -214,7 +308,7 @@ class ContactWriter:
             ]
             given = json.loads(row[_ATTRS]) if self.json_text else row[_ATTRS]
             attrs = {**(stored.attrs or {}), **given}
-            added = sorted(set(row[_TAGS]) - old_tags.get(cid, set()))
+            added = sorted(set(tags) - old_tags.get(cid, set()))
             tag_rows += [(cid, t) for t in added]
             if tuple(merged) != current or attrs != (stored.attrs or {}) or added:
                 updates.append((*merged, self._driver_value(contacts.c.attrs, attrs), stamp, cid))

@@ -28,12 +28,13 @@ class SqlContactStore:
         (on error, and always for a dry run) so nothing is ever written half-way."""
         with self.engine.connect().execution_options(write=True) as conn:
             sqlite = conn.dialect.name == "sqlite"
-            if sqlite:  # 32 MiB of page cache keeps a bulk import's hot index pages
-                conn.connection.dbapi_connection.execute("PRAGMA cache_size=-32768")
             try:
                 tx = conn.begin()
                 try:
-                    yield ContactWriter(conn)
+                    writer = ContactWriter(conn)
+                    yield writer
+                    if not dry_run:
+                        writer.finish()
                 except BaseException:
                     tx.rollback()
                     raise
@@ -43,6 +44,7 @@ class SqlContactStore:
                     tx.commit()
             finally:
                 if sqlite:  # the pooled connection goes back with SQLite's default
+                    # page cache (the writer may have raised it)
                     conn.connection.dbapi_connection.execute("PRAGMA cache_size=-2000")
 
     # -- reading -------------------------------------------------------------

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from operator import itemgetter
 from typing import NamedTuple
 
 import langcodes
@@ -368,11 +370,17 @@ _NORMALIZERS = {
 
 # Fields whose values come from short code lists: rows repeat the same few
 # combinations, so a row's combination is normalised once and remembered.
-_CODED = ("kind", "country", "language", "timezone", "status", "tags")
+# (Tags are not among them: their lists vary too much to be combined with the rest.)
+_CODED = ("kind", "country", "language", "timezone", "status")
+_RECORD = ContactRecord._fields
+# The cells a RowNormalizer picks from a row, in this order, then the attributes.
+_LAYOUT = (*_CODED, "email", "tags", "name", "organization", "sector", "x_handle")
+_WIDTH = len(_RECORD)
 
 
 @lru_cache(maxsize=8192)
-def _coded(values: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+def _coded(values: tuple[str, ...]) -> tuple[tuple[int, object], ...]:
+    """(position in a ContactRecord, value) of each coded field given in ``values``."""
     out = {}
     for name, raw in zip(_CODED, values, strict=True):
         if raw:
@@ -381,34 +389,85 @@ def _coded(values: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
         zone = default_timezone(out["country"])  # type: ignore[arg-type]
         if zone:
             out["timezone"] = zone
-    return tuple(out.items())
+    return tuple((_RECORD.index(name), value) for name, value in out.items())
+
+
+class RowNormalizer:
+    """Turns rows of text cells in one column layout into records.
+
+    ``targets`` names what each cell feeds: a field of FIELDS, ``attr.KEY``,
+    ``first_name``/``last_name`` (joined into the name when no name is given) or
+    ``ignore``. Blank cells are "not given"; ``default_kind`` stands in for a blank
+    kind. Raises ``ContactValueError`` on the first bad value.
+
+    The hot path of an import: the layout is worked out once, and the common row (no
+    control characters, short values, ASCII) is screened once as a whole.
+    """
+
+    def __init__(self, targets: Sequence[str], default_kind: str | None = None) -> None:
+        self.targets = tuple(targets)
+        self.default_kind = default_kind
+        where = {t: i for i, t in enumerate(self.targets)}
+        self.checked = [(i, t) for i, t in enumerate(self.targets) if t != "ignore"]
+        self.whole = len(self.checked) == len(self.targets)  # no ignored cell
+        self.attr_keys = tuple(t[5:] for t in self.targets if t.startswith("attr."))
+        self.name_parts = [i for i, t in enumerate(self.targets) if t in ("first_name", "last_name")]
+        # One C call picks every cell a record needs, in _LAYOUT order; a field the
+        # file lacks reads the blank cell appended to each row (index -1).
+        self.pick = itemgetter(
+            *(where.get(name, -1) for name in _LAYOUT),
+            *(i for i, t in enumerate(self.targets) if t.startswith("attr.")),
+        )
+
+    def __call__(self, cells: Sequence[str]) -> ContactRecord:
+        joined = "".join(cells) if self.whole else "".join([cells[i] for i, _ in self.checked])
+        if _CONTROL.search(joined) or len(joined) > MAX_FIELD_LENGTH:
+            for i, target in self.checked:
+                check_text(target, cells[i])  # raises, naming the field
+        if not joined.isascii():
+            cells = [unicodedata.normalize("NFC", c) for c in cells]
+        values = tuple(map(str.strip, self.pick([*cells, ""])))
+        coded = values[:5]  # _CODED
+        if self.default_kind and not coded[0]:
+            coded = (self.default_kind, *coded[1:])
+        out: list[object] = [None] * _WIDTH
+        for pos, value in _coded(coded):
+            out[pos] = value
+        email, tags, name, organization, sector, x_handle = values[5:11]
+        if not email:
+            raise ContactValueError("email", "is empty; every contact needs an email address")
+        out[0] = _validated_email(email)
+        out[10] = normalize_tags(tags) if tags else ()
+        if name:
+            out[1] = name
+        elif self.name_parts:
+            out[1] = " ".join(p for i in self.name_parts if (p := cells[i].strip())) or None
+        if organization:
+            out[2] = organization
+        if sector:
+            out[4] = sector
+        if x_handle:
+            out[8] = normalize_x_handle(x_handle)
+        attrs = values[11:]
+        if all(attrs):
+            out[11] = dict(zip(self.attr_keys, attrs, strict=True))
+        else:
+            out[11] = {k: v for k, v in zip(self.attr_keys, attrs, strict=True) if v}
+        return ContactRecord._make(out)
+
+
+@lru_cache(maxsize=64)
+def _normalizer(targets: tuple[str, ...]) -> RowNormalizer:
+    return RowNormalizer(targets)
 
 
 def normalize_contact(values: dict[str, str], attrs: dict[str, str] | None = None) -> ContactRecord:
-    """Build a record from raw text values keyed by field name (``tags`` included).
-
-    Blank values are "not given". Raises ``ContactValueError`` on the first bad field.
-    On the import's hot path: the common row (no control characters, short fields,
-    ASCII) is screened once as a whole.
-    """
+    """Build a record from raw text values keyed by field name (``tags`` included)
+    and extra attributes. Blank values are "not given". Raises ``ContactValueError``
+    on the first bad field."""
     attrs = attrs or {}
-    joined = "".join(values.values()) + "".join(attrs.values())
-    if _CONTROL.search(joined) or len(joined) > MAX_FIELD_LENGTH:
-        for name, raw in (*values.items(), *((f"attr.{k}", v) for k, v in attrs.items())):
-            check_text(name, raw)  # raises, naming the field
-    if not joined.isascii():
-        values = {k: unicodedata.normalize("NFC", v) for k, v in values.items()}
-        attrs = {k: unicodedata.normalize("NFC", v) for k, v in attrs.items()}
-    get = values.get
-    out: dict[str, object] = dict(_coded(tuple([get(n, "").strip() for n in _CODED])))
-    for name, raw in values.items():
-        if name not in _CODED and (text := raw.strip()):
-            fn = _NORMALIZERS.get(name)
-            out[name] = fn(text) if fn else text
-    if "email" not in out:
-        raise ContactValueError("email", "is empty; every contact needs an email address")
-    clean_attrs = {k: t for k, v in attrs.items() if (t := v.strip())}
-    return ContactRecord(attrs=clean_attrs, **out)  # type: ignore[arg-type]
+    targets = (*values, *(f"attr.{k}" for k in attrs))
+    return _normalizer(targets)([*values.values(), *attrs.values()])
 
 
 @dataclass(frozen=True, slots=True)
