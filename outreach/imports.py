@@ -261,40 +261,20 @@ def _checked(
     """Validated blocks, in file order (so a later row for the same address wins).
 
     With a pool, up to ``window`` blocks are with the worker processes while this
-    process writes; whenever the oldest is not ready yet, this process validates the
-    next block itself rather than wait. Memory stays flat whatever the file's size.
+    process writes the oldest, so memory stays flat whatever the file's size. There
+    is a worker per core: while this process waits for a block, both cores validate.
     """
     if pool is None:
         for block in blocks:
             yield fn(block)
         return
-    pending: deque[Future[Checked] | Checked] = deque()
-    source = iter(blocks)
-    exhausted = False
-    while True:
-        # Keep ``window`` blocks with the workers (a block this process validated
-        # itself does not count: the workers must never wait for it to write), and
-        # no more than ``3 * window`` in hand in all, so memory stays flat.
-        while not exhausted and len(pending) < 3 * window and (
-            sum(1 for p in pending if isinstance(p, Future) and not p.done()) < window
-        ):
-            block = next(source, None)
-            if block is None:
-                exhausted = True
-            else:
-                pending.append(pool.submit(_pickled, fn, block))
-        if not pending:
-            return
-        head = pending[0]
-        if isinstance(head, Future) and not head.done() and not exhausted:
-            block = next(source, None)
-            if block is None:
-                exhausted = True
-            else:
-                pending.append(fn(block))  # done here while the workers are busy
-            continue
-        pending.popleft()
-        yield pickle.loads(head.result()) if isinstance(head, Future) else head
+    pending: deque[Future[bytes]] = deque()
+    for block in blocks:
+        pending.append(pool.submit(_pickled, fn, block))
+        if len(pending) >= window:
+            yield pickle.loads(pending.popleft().result())
+    while pending:
+        yield pickle.loads(pending.popleft().result())
 
 
 def _lower_priority() -> None:
@@ -356,7 +336,8 @@ def import_files(
     report = ImportReport(files=[str(p) for p in paths], dry_run=dry_run)
     total = sum(s.size for s in sources)
     if workers is None:  # a worker per core, behind the writer (see _lower_priority)
-        workers = os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+        workers = cores if cores > 1 else 0
     pool = None
     if workers > 0 and total >= PARALLEL_MIN_BYTES:
         pool = ProcessPoolExecutor(
