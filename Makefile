@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean bytecode
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +12,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+# The package's bytecode, compiled ahead (when PYTHONDONTWRITEBYTECODE is set, every
+# command would otherwise compile it again at start-up).
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q outreach
+
+demo: bytecode
 	$(BIN)/outreach demo
 
-test: $(STAMP)
+test: bytecode
 	$(BIN)/ruff check outreach tests bench tools
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: bytecode
 	@command -v sqlite3 >/dev/null || (apt-get update -qq && apt-get install -y -qq sqlite3)
 	@command -v smtp-sink >/dev/null || test -x /usr/sbin/smtp-sink || (apt-get update -qq && \
 	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
