@@ -295,12 +295,14 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(
         assert got == expected, size
 
 
+@pytest.mark.parametrize("block_bytes", [4096, 65536])
 def test_every_contact_gets_its_own_tags_across_blocks_and_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
 ) -> None:
     """New rows' tags find their contact by position in the block (the last inserted
-    id minus the rows after it): check every contact of a file cut into many blocks
-    and validated in worker processes, rows with none, one and three tags mixed."""
+    id minus the rows after it): check every contact of a file cut into blocks (small
+    ones, and large ones written many rows per statement) and validated in worker
+    processes, rows with none, one and three tags mixed."""
     from outreach import imports
     from outreach.app import build
     from outreach.config import load_settings
@@ -313,7 +315,7 @@ def test_every_contact_gets_its_own_tags_across_blocks_and_workers(
         expected[f"u{i}@example.org"] = tuple(sorted(tags))
     ws = tmp_path / "ws"
     path = write_csv(ws / "tags.csv", "\n".join(rows) + "\n")
-    monkeypatch.setattr(imports, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(imports, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", 0)
     services = build(load_settings(ws, env={}))
     try:

@@ -12,11 +12,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from json.encoder import encode_basestring_ascii as _quote
 
 from sqlalchemy import (
     Connection,
     Index,
+    Insert,
     Integer,
     bindparam,
     func,
@@ -40,6 +42,9 @@ _ATTRS = len(_COLUMNS) - 1
 _KEY = 1
 _STATUS = _COLUMNS.index("status")
 _RECORD_TAGS = ContactRecord._fields.index("tags")
+# Parameters in one statement: SQLite's limit before version 3.32, and enough rows
+# per statement that its fixed cost no longer counts.
+_MAX_PARAMETERS = 999
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,8 @@ class ContactWriter:
         # (insertmanyvalues) are already fast on PostgreSQL.
         self.raw = conn.dialect.name == "sqlite"
         self.json_text = self.raw
-        self._compiled: dict[tuple, tuple[str, list[int]]] = {}
+        self._compiled: dict[tuple, tuple[str, list[int], int]] = {}
+        self._many_sql: dict[tuple, str] = {}
         self._any_suppressed = (
             conn.execute(select(suppressions.c.email_hash).limit(1)).first() is not None
         )
@@ -338,7 +344,9 @@ class ContactWriter:
         """Execute ``stmt`` once per row. Rows are tuples of driver-ready values in the
         order of ``keys``; the statement is compiled once per shape and the tuples go to
         the driver as they are: SQLAlchemy's per-row parameter handling would otherwise
-        cost more than the inserts themselves."""
+        cost more than the inserts themselves. On SQLite an INSERT takes many rows per
+        statement (``VALUES (...), (...), ...``): the driver's fixed cost per statement
+        is most of the cost of a short row."""
         if not self.raw:
             self.conn.execute(stmt, [dict(zip(keys, r, strict=True)) for r in rows])
             return
@@ -346,8 +354,23 @@ class ContactWriter:
         if cache_key not in self._compiled:
             compiled = stmt.compile(dialect=self.conn.dialect, column_keys=list(keys))
             order = [keys.index(n) for n in compiled.positiontup]
-            self._compiled[cache_key] = (compiled.string, order)
-        sql, order = self._compiled[cache_key]
+            sql = compiled.string
+            many = 0
+            if isinstance(stmt, Insert):
+                many = max(_MAX_PARAMETERS // len(keys), 1)
+                head, _, group = sql.partition(" VALUES ")
+                self._many_sql[cache_key] = f"{head} VALUES {', '.join([group] * many)}"
+            self._compiled[cache_key] = (sql, order, many)
+        sql, order, many = self._compiled[cache_key]
         if order != list(range(len(keys))):
             rows = [tuple(r[i] for i in order) for r in rows]
-        self.conn.exec_driver_sql(sql, rows)
+        done = 0
+        if many > 1 and len(rows) >= many:
+            cursor = self.conn.connection.dbapi_connection.cursor()
+            many_sql = self._many_sql[cache_key]
+            done = len(rows) - len(rows) % many
+            for start in range(0, done, many):
+                cursor.execute(many_sql, tuple(chain.from_iterable(rows[start : start + many])))
+            cursor.close()
+        if done < len(rows):
+            self.conn.exec_driver_sql(sql, rows[done:])
