@@ -194,6 +194,8 @@ def _validated_email(value: str) -> str:
     local, at, domain = value.rpartition("@")
     if at and domain.isascii() and len(value) <= _MAX_ADDRESS and _DOT_ATOM.match(local):
         normalized_domain = _domain_verdict(domain)
+        if normalized_domain == domain:
+            return value
         if normalized_domain is not None:
             return f"{local}@{normalized_domain}"
     return _library_email(value)
@@ -373,14 +375,15 @@ _NORMALIZERS = {
 # (Tags are not among them: their lists vary too much to be combined with the rest.)
 _CODED = ("kind", "country", "language", "timezone", "status")
 _RECORD = ContactRecord._fields
+_record = tuple.__new__  # ContactRecord._make without its Python frame
 # The cells a RowNormalizer picks from a row, in this order, then the attributes.
 _LAYOUT = (*_CODED, "email", "tags", "name", "organization", "sector", "x_handle")
-_WIDTH = len(_RECORD)
 
 
 @lru_cache(maxsize=8192)
-def _coded(values: tuple[str, ...]) -> tuple[tuple[int, object], ...]:
-    """(position in a ContactRecord, value) of each coded field given in ``values``."""
+def _coded(values: tuple[str, ...]) -> tuple[object, ...]:
+    """A record's values with the coded fields given in ``values`` normalised (and
+    the time zone a country implies), None elsewhere: the start of a record."""
     out = {}
     for name, raw in zip(_CODED, values, strict=True):
         if raw:
@@ -389,7 +392,7 @@ def _coded(values: tuple[str, ...]) -> tuple[tuple[int, object], ...]:
         zone = default_timezone(out["country"])  # type: ignore[arg-type]
         if zone:
             out["timezone"] = zone
-    return tuple((_RECORD.index(name), value) for name, value in out.items())
+    return tuple(out.get(name) for name in _RECORD)
 
 
 class RowNormalizer:
@@ -421,7 +424,9 @@ class RowNormalizer:
 
     def __call__(self, cells: Sequence[str]) -> ContactRecord:
         joined = "".join(cells) if self.whole else "".join([cells[i] for i, _ in self.checked])
-        if _CONTROL.search(joined) or len(joined) > MAX_FIELD_LENGTH:
+        # Every character _CONTROL matches is unprintable, and isprintable() is the
+        # quicker test, so the regular expression only runs on the rare row that fails it
+        if (not joined.isprintable() and _CONTROL.search(joined)) or len(joined) > MAX_FIELD_LENGTH:
             for i, target in self.checked:
                 check_text(target, cells[i])  # raises, naming the field
         if not joined.isascii():
@@ -430,9 +435,7 @@ class RowNormalizer:
         coded = values[:5]  # _CODED
         if self.default_kind and not coded[0]:
             coded = (self.default_kind, *coded[1:])
-        out: list[object] = [None] * _WIDTH
-        for pos, value in _coded(coded):
-            out[pos] = value
+        out = list(_coded(coded))
         email, tags, name, organization, sector, x_handle = values[5:11]
         if not email:
             raise ContactValueError("email", "is empty; every contact needs an email address")
@@ -450,10 +453,10 @@ class RowNormalizer:
             out[8] = normalize_x_handle(x_handle)
         attrs = values[11:]
         if all(attrs):
-            out[11] = dict(zip(self.attr_keys, attrs, strict=True))
+            out[11] = dict(zip(self.attr_keys, attrs))  # noqa: B905 (same length)
         else:
-            out[11] = {k: v for k, v in zip(self.attr_keys, attrs, strict=True) if v}
-        return ContactRecord._make(out)
+            out[11] = {k: v for k, v in zip(self.attr_keys, attrs) if v}  # noqa: B905
+        return _record(ContactRecord, out)
 
 
 @lru_cache(maxsize=64)
