@@ -169,8 +169,9 @@ def test_an_import_into_an_empty_store_builds_its_indexes_again(tmp_path) -> Non
         writer.write([normalize_contact(p, ATTRS.get(p["email"])) for p in PEOPLE])
     assert _index_names(store) == indexes
     assert emails(store, "country:WS,TO kind:industry -tag:responded") == ["ben"]
-    with engine.connect() as conn:  # the page cache is back to SQLite's default
+    with engine.connect() as conn:  # the pooled connection is back to SQLite's defaults
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -2000
+        assert conn.exec_driver_sql("PRAGMA threads").scalar_one() == 0
     engine.dispose()
 
 

@@ -9,6 +9,7 @@ and merges the few that exist already.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -175,8 +176,16 @@ class ContactWriter:
 
     def finish(self) -> None:
         """Build the indexes dropped for this import (before the commit)."""
-        for index in self._deferred:
-            index.create(self.conn)
+        if not self._deferred:
+            return
+        # the import's validation workers are done: SQLite's sorter may use the cores
+        helpers = min((os.cpu_count() or 1) - 1, 4)
+        self.conn.exec_driver_sql(f"PRAGMA threads={helpers}")
+        try:
+            for index in self._deferred:
+                index.create(self.conn)
+        finally:
+            self.conn.exec_driver_sql("PRAGMA threads=0")
         self._deferred = []
 
     def preparer(self) -> Callable[[Sequence[ContactRecord]], Prepared]:
