@@ -48,29 +48,52 @@ _RECORD_TAGS = ContactRecord._fields.index("tags")
 _MAX_PARAMETERS = 999
 
 
+def rows_per_statement(width: int) -> int:
+    """How many rows of ``width`` values one INSERT statement takes on SQLite."""
+    return max(_MAX_PARAMETERS // width, 1)
+
+
+_WIDTH = len(_COLUMNS)
+_ROWS_PER_CHUNK = rows_per_statement(_WIDTH)
+_TAGS_PER_CHUNK = rows_per_statement(2)
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A block of records as the writer takes them, made in an import worker.
 
-    ``tags`` pairs each tag with the number of rows that follow its contact's row in
-    the block: once the block is inserted as new rows, the contact's id is the last
-    inserted id minus that number, so SQLite computes every tag's contact id itself.
+    The rows' INSERT values (in _COLUMNS order) are kept flat, cut into tuples of as
+    many rows as one INSERT statement takes: the writer hands each full tuple to
+    SQLite as it is. The tags are kept the same way as pairs (rows after its
+    contact's row, tag): once the block is inserted as new rows, a contact's id is
+    the last inserted id minus that number, so SQLite computes every tag's contact
+    id itself.
     """
 
-    rows: list[tuple]  # values in _COLUMNS order
-    tags: list[tuple[int, str]]  # (rows after this one, tag)
+    values: list[tuple]  # _ROWS_PER_CHUNK rows each, the last may have fewer
+    tags: list[tuple]  # _TAGS_PER_CHUNK pairs each, the last may have fewer
+    count: int
     distinct: bool  # no address appears twice in the block
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.count
+
+    def rows(self) -> list[tuple]:
+        """The rows, a tuple each."""
+        return [chunk[i : i + _WIDTH] for chunk in self.values for i in range(0, len(chunk), _WIDTH)]
 
     def row_tags(self) -> list[list[str]]:
         """The tags of each row."""
-        out: list[list[str]] = [[] for _ in self.rows]
-        last = len(self.rows) - 1
-        for after, tag in self.tags:
-            out[last - after].append(tag)
+        out: list[list[str]] = [[] for _ in range(self.count)]
+        last = self.count - 1
+        for chunk in self.tags:
+            for i in range(0, len(chunk), 2):
+                out[last - chunk[i]].append(chunk[i + 1])
         return out
+
+
+def _chunks(flat: list, size: int) -> list[tuple]:
+    return [tuple(flat[i : i + size]) for i in range(0, len(flat), size)]
 
 
 def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> Prepared:
@@ -80,21 +103,23 @@ def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> Prepared:
     driver to adapt (PostgreSQL).
     """
     text = _json_text if json_text else _same
-    rows = [
-        (email, email.casefold(), name, organization, kind, sector, country, language,
-         timezone, x_handle, status, text(attrs))
-        for (email, name, organization, kind, sector, country, language, timezone,
-             x_handle, status, _tags, attrs) in records
-    ]  # fmt: skip
+    flat: list = []
+    add_row = flat.extend
+    for (email, name, organization, kind, sector, country, language, timezone, x_handle,
+         status, _tags, attrs) in records:  # fmt: skip
+        add_row((email, email.casefold(), name, organization, kind, sector, country, language,
+                 timezone, x_handle, status, text(attrs)))  # fmt: skip
+    tags: list = []
     after = len(records)
-    tags: list[tuple[int, str]] = []
-    add = tags.append
     for record in records:
         after -= 1
         for tag in record[_RECORD_TAGS]:
-            add((after, tag))
-    distinct = len({row[_KEY] for row in rows}) == len(rows)
-    return Prepared(rows, tags, distinct)
+            tags += (after, tag)
+    distinct = len(set(flat[_KEY::_WIDTH])) == len(records)
+    return Prepared(
+        _chunks(flat, _ROWS_PER_CHUNK * _WIDTH), _chunks(tags, _TAGS_PER_CHUNK * 2),
+        len(records), distinct,
+    )  # fmt: skip
 
 
 def _json_text(attrs: dict[str, str]) -> str:
@@ -127,8 +152,7 @@ class ContactWriter:
         # (insertmanyvalues) are already fast on PostgreSQL.
         self.raw = conn.dialect.name == "sqlite"
         self.json_text = self.raw
-        self._compiled: dict[tuple, tuple[str, list[int], int]] = {}
-        self._many_sql: dict[tuple, str] = {}
+        self._compiled: dict[tuple, tuple[str, list[int], int, str]] = {}
         self._any_suppressed = (
             conn.execute(select(suppressions.c.email_hash).limit(1)).first() is not None
         )
@@ -197,13 +221,13 @@ class ContactWriter:
 
     def write_prepared(self, block: Prepared, *, mode: str = "upsert") -> BatchOutcome:
         """Insert or update as if one row after the other (a later duplicate wins)."""
-        if not block.rows:
+        if not block.count:
             return BatchOutcome()
         if self.optimistic and block.distinct and not self._any_suppressed:
             if self._insert_all(block):
-                return BatchOutcome(inserted=len(block.rows))
+                return BatchOutcome(inserted=block.count)
             self.optimistic = False  # this import meets stored addresses: look them up first
-        return self._write_rows(block.rows, block.row_tags(), mode)
+        return self._write_rows(block.rows(), block.row_tags(), mode)
 
     def _write_rows(self, rows: list[tuple], tags: list[list[str]], mode: str) -> BatchOutcome:
         seen: set[str] = set()
@@ -288,14 +312,17 @@ class ContactWriter:
 
         self.conn.exec_driver_sql("SAVEPOINT outreach_block")
         try:
-            self._insert_rows(block.rows)
+            if self.raw:
+                self._execute_chunks(self._insert, _COLUMNS, block.values)
+            else:
+                self._insert_rows(block.rows())
         except (IntegrityError, sqlite3.IntegrityError):
             self.conn.exec_driver_sql("ROLLBACK TO outreach_block")
             self.conn.exec_driver_sql("RELEASE outreach_block")
             return False
         self.conn.exec_driver_sql("RELEASE outreach_block")
         if block.tags:
-            self._executemany(self._block_tag_insert, ("after", "tag"), block.tags)
+            self._execute_chunks(self._block_tag_insert, ("after", "tag"), block.tags)
         return True
 
     def _merge(self, changed: list[tuple[tuple, list[str]]], existing: dict, stamp) -> tuple[list[tuple], list]:  # type: ignore[no-untyped-def]
@@ -349,34 +376,55 @@ class ContactWriter:
         ids = dict(self.conn.execute(query).all())
         return [ids[k] for k in keys]
 
-    def _executemany(self, stmt, keys: tuple[str, ...], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
-        """Execute ``stmt`` once per row. Rows are tuples of driver-ready values in the
-        order of ``keys``; the statement is compiled once per shape and the tuples go to
-        the driver as they are: SQLAlchemy's per-row parameter handling would otherwise
-        cost more than the inserts themselves. On SQLite an INSERT takes many rows per
-        statement (``VALUES (...), (...), ...``): the driver's fixed cost per statement
-        is most of the cost of a short row."""
-        if not self.raw:
-            self.conn.execute(stmt, [dict(zip(keys, r, strict=True)) for r in rows])
-            return
+    def _statement(self, stmt, keys: tuple[str, ...]) -> tuple[str, list[int], int, str]:  # type: ignore[no-untyped-def]
+        """``stmt`` compiled for rows of ``keys``: its SQL, the order the SQL wants the
+        keys in, and for an INSERT on SQLite how many rows one statement takes and the
+        SQL that takes them (``VALUES (...), (...), ...``)."""
         cache_key = (id(stmt), keys)
         if cache_key not in self._compiled:
             compiled = stmt.compile(dialect=self.conn.dialect, column_keys=list(keys))
             order = [keys.index(n) for n in compiled.positiontup]
             sql = compiled.string
-            many = 0
-            if isinstance(stmt, Insert):
-                many = max(_MAX_PARAMETERS // len(keys), 1)
+            many, many_sql = 1, sql
+            if isinstance(stmt, Insert) and self.raw:
+                many = rows_per_statement(len(keys))
                 head, _, group = sql.partition(" VALUES ")
-                self._many_sql[cache_key] = f"{head} VALUES {', '.join([group] * many)}"
-            self._compiled[cache_key] = (sql, order, many)
-        sql, order, many = self._compiled[cache_key]
+                many_sql = f"{head} VALUES {', '.join([group] * many)}"
+            self._compiled[cache_key] = (sql, order, many, many_sql)
+        return self._compiled[cache_key]
+
+    def _execute_chunks(self, stmt, keys: tuple[str, ...], chunks: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+        """Execute an INSERT for rows given flat in ``keys`` order, cut into tuples of
+        as many rows as one statement takes (the last may hold fewer)."""
+        _, order, many, many_sql = self._statement(stmt, keys)
+        width = len(keys)
+        full = many * width if order == list(range(width)) else -1
+        cursor = self.conn.connection.dbapi_connection.cursor()
+        try:
+            for chunk in chunks:
+                if len(chunk) == full:
+                    cursor.execute(many_sql, chunk)
+                else:
+                    rows = [chunk[i : i + width] for i in range(0, len(chunk), width)]
+                    self._executemany(stmt, keys, rows)
+        finally:
+            cursor.close()
+
+    def _executemany(self, stmt, keys: tuple[str, ...], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+        """Execute ``stmt`` once per row. Rows are tuples of driver-ready values in the
+        order of ``keys``; the statement is compiled once per shape and the tuples go to
+        the driver as they are: SQLAlchemy's per-row parameter handling would otherwise
+        cost more than the inserts themselves. On SQLite an INSERT takes many rows per
+        statement: the driver's fixed cost per statement is most of a short row's cost."""
+        if not self.raw:
+            self.conn.execute(stmt, [dict(zip(keys, r, strict=True)) for r in rows])
+            return
+        sql, order, many, many_sql = self._statement(stmt, keys)
         if order != list(range(len(keys))):
             rows = [tuple(r[i] for i in order) for r in rows]
         done = 0
         if many > 1 and len(rows) >= many:
             cursor = self.conn.connection.dbapi_connection.cursor()
-            many_sql = self._many_sql[cache_key]
             done = len(rows) - len(rows) % many
             for start in range(0, done, many):
                 cursor.execute(many_sql, tuple(chain.from_iterable(rows[start : start + many])))
