@@ -1,9 +1,10 @@
 """Bulk writes for imports: upsert batches of contacts inside one transaction.
 
-The hot path of a million-row import. Rows are prepared (``prepare``) in the
-import's worker processes as plain tuples in the INSERT's column order, so this
-process only looks up existing addresses, hands new rows to the driver as they are,
-and merges the few that exist already.
+The hot path of a million-row import. Blocks are prepared (``prepare``) in the
+import's worker processes, their values already in the INSERT's column order and
+cut into one statement's rows, so on SQLite this process hands new rows to the
+driver as they come, and looks addresses up (and merges) only once a block turns out
+to meet stored ones.
 """
 
 from __future__ import annotations
