@@ -74,6 +74,11 @@ def test_every_refused_character_is_unprintable() -> None:
     assert record.name == "Ana\u00a0Tui"
 
 
+def test_a_field_name_that_is_not_a_field_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="no contact field 'emial'"):
+        rules.normalize_contact({"emial": "a@example.org"})
+
+
 def test_overlong_values_and_nfc() -> None:
     with pytest.raises(ContactValueError, match="at most 1000"):
         rules.normalize_contact({"email": "a@example.org", "name": "x" * 1001})

@@ -163,7 +163,8 @@ class ContactWriter:
         self.stamp = utcnow()
         self._deferred: list[Index] = []
         if self.raw and conn.execute(select(contacts.c.id).limit(1)).first() is None:
-            self._deferred = [*contacts.indexes, *contact_tags.indexes]
+            # (a unique index stays: it is what finds an address met twice)
+            self._deferred = [i for i in (*contacts.indexes, *contact_tags.indexes) if not i.unique]
             for index in self._deferred:
                 index.drop(conn)
         elif self.raw:
@@ -306,17 +307,14 @@ class ContactWriter:
     def _insert_all(self, block: Prepared) -> bool:
         """Insert every row as new without looking any up first (a new list, the common
         case, then costs one index probe less per row); False, with nothing written, if
-        one of them is stored already."""
+        one of them is stored already. SQLite only (see ``optimistic``)."""
         import sqlite3
 
         from sqlalchemy.exc import IntegrityError
 
         self.conn.exec_driver_sql("SAVEPOINT outreach_block")
         try:
-            if self.raw:
-                self._execute_chunks(self._insert, _COLUMNS, block.values)
-            else:
-                self._insert_rows(block.rows())
+            self._execute_chunks(self._insert, _COLUMNS, block.values)
         except (IntegrityError, sqlite3.IntegrityError):
             self.conn.exec_driver_sql("ROLLBACK TO outreach_block")
             self.conn.exec_driver_sql("RELEASE outreach_block")

@@ -5,12 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from outreach.domain.contact import FIELDS, attr_key
+from outreach.domain.contact import FIELDS, IGNORE, NAME_PARTS, attr_key
 from outreach.domain.errors import InputFileError
-
-# Extra targets a column may feed besides FIELDS.
-NAME_PARTS = ("first_name", "last_name")
-IGNORE = "ignore"
 
 _SYNONYMS = {
     "email": [

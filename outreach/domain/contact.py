@@ -377,7 +377,10 @@ _CODED = ("kind", "country", "language", "timezone", "status")
 _RECORD = ContactRecord._fields
 _record = tuple.__new__  # ContactRecord._make without its Python frame
 # The cells a RowNormalizer picks from a row, in this order, then the attributes.
-_LAYOUT = (*_CODED, "email", "tags", "name", "organization", "sector", "x_handle")
+_PLAIN = ("email", "tags", "name", "organization", "sector", "x_handle")
+_LAYOUT = (*_CODED, *_PLAIN)
+_AT_EMAIL, _AT_TAGS, _AT_NAME, _AT_ORGANIZATION, _AT_SECTOR, _AT_X_HANDLE = map(_RECORD.index, _PLAIN)
+_AT_ATTRS = _RECORD.index("attrs")
 
 
 @lru_cache(maxsize=8192)
@@ -395,6 +398,12 @@ def _coded(values: tuple[str, ...]) -> tuple[object, ...]:
     return tuple(out.get(name) for name in _RECORD)
 
 
+# What else a CSV column may feed: parts of the name, or nothing.
+NAME_PARTS = ("first_name", "last_name")
+IGNORE = "ignore"
+_TARGETS = {*FIELDS, *NAME_PARTS, IGNORE}
+
+
 class RowNormalizer:
     """Turns rows of text cells in one column layout into records.
 
@@ -409,12 +418,15 @@ class RowNormalizer:
 
     def __init__(self, targets: Sequence[str], default_kind: str | None = None) -> None:
         self.targets = tuple(targets)
+        unknown = [t for t in self.targets if t not in _TARGETS and not t.startswith("attr.")]
+        if unknown:
+            raise ValueError(f"no contact field {unknown[0]!r}")
         self.default_kind = default_kind
         where = {t: i for i, t in enumerate(self.targets)}
-        self.checked = [(i, t) for i, t in enumerate(self.targets) if t != "ignore"]
+        self.checked = [(i, t) for i, t in enumerate(self.targets) if t != IGNORE]
         self.whole = len(self.checked) == len(self.targets)  # no ignored cell
         self.attr_keys = tuple(t[5:] for t in self.targets if t.startswith("attr."))
-        self.name_parts = [i for i, t in enumerate(self.targets) if t in ("first_name", "last_name")]
+        self.name_parts = [i for i, t in enumerate(self.targets) if t in NAME_PARTS]
         # One C call picks every cell a record needs, in _LAYOUT order; a field the
         # file lacks reads the blank cell appended to each row (index -1).
         self.pick = itemgetter(
@@ -432,30 +444,30 @@ class RowNormalizer:
         if not joined.isascii():
             cells = [unicodedata.normalize("NFC", c) for c in cells]
         values = tuple(map(str.strip, self.pick([*cells, ""])))
-        coded = values[:5]  # _CODED
+        coded = values[: len(_CODED)]
         if self.default_kind and not coded[0]:
             coded = (self.default_kind, *coded[1:])
         out = list(_coded(coded))
-        email, tags, name, organization, sector, x_handle = values[5:11]
+        email, tags, name, organization, sector, x_handle = values[len(_CODED) : len(_LAYOUT)]
         if not email:
             raise ContactValueError("email", "is empty; every contact needs an email address")
-        out[0] = _validated_email(email)
-        out[10] = normalize_tags(tags) if tags else ()
+        out[_AT_EMAIL] = _validated_email(email)
+        out[_AT_TAGS] = normalize_tags(tags) if tags else ()
         if name:
-            out[1] = name
+            out[_AT_NAME] = name
         elif self.name_parts:
-            out[1] = " ".join(p for i in self.name_parts if (p := cells[i].strip())) or None
+            out[_AT_NAME] = " ".join(p for i in self.name_parts if (p := cells[i].strip())) or None
         if organization:
-            out[2] = organization
+            out[_AT_ORGANIZATION] = organization
         if sector:
-            out[4] = sector
+            out[_AT_SECTOR] = sector
         if x_handle:
-            out[8] = normalize_x_handle(x_handle)
-        attrs = values[11:]
+            out[_AT_X_HANDLE] = normalize_x_handle(x_handle)
+        attrs = values[len(_LAYOUT) :]
         if all(attrs):
-            out[11] = dict(zip(self.attr_keys, attrs))  # noqa: B905 (same length)
+            out[_AT_ATTRS] = dict(zip(self.attr_keys, attrs))  # noqa: B905 (same length)
         else:
-            out[11] = {k: v for k, v in zip(self.attr_keys, attrs) if v}  # noqa: B905
+            out[_AT_ATTRS] = {k: v for k, v in zip(self.attr_keys, attrs) if v}  # noqa: B905
         return _record(ContactRecord, out)
 
 
