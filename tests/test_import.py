@@ -327,6 +327,49 @@ def test_every_contact_gets_its_own_tags_across_blocks_and_workers(
     assert got == expected
 
 
+def test_import_into_postgresql_with_workers_then_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str
+) -> None:
+    """The same pipeline on a real PostgreSQL (new rows and tags go in with COPY):
+    every contact with its own tags and defaults, then a second file that updates
+    some, leaves others unchanged and adds new ones."""
+    from outreach import imports
+    from outreach.app import build
+    from outreach.config import load_settings
+
+    ws = tmp_path / "ws"
+    first = ["email,name,kind,country,tags,membership"]
+    first += [f"u{i}@example.org,U {i},{'media' if i % 3 else ''},FJ,\"t{i}, all\",m{i % 2}"
+              for i in range(1500)]  # fmt: skip
+    second = ["email,name,status"]
+    second += [f"U{i}@example.org,{'Renamed' if i % 20 else f'U {i}'},unsubscribed"
+               for i in range(0, 1500, 10)]  # fmt: skip
+    second += [f"new{i}@example.org,New {i}," for i in range(100)]
+    monkeypatch.setattr(imports, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", 0)
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": postgres_url}))
+    try:
+        store = services.contacts
+        report = imports.import_files(store, [write_csv(ws / "a.csv", "\n".join(first))], workers=2)
+        assert (report.inserted, report.rejected) == (1500, 0)
+        u7 = store.get("u7@example.org")
+        assert u7.tags == ("all", "t7") and u7.kind == "media" and u7.status == "active"
+        assert u7.timezone == "Pacific/Fiji" and u7.attrs == {"membership": "m1"}
+        assert store.get("u3@example.org").kind == "other"  # the column's default
+        assert store.count(parse("tag:all")) == 1500 and store.count(parse("tag:t1499")) == 1
+        report = imports.import_files(store, [write_csv(ws / "b.csv", "\n".join(second))], workers=2)
+        assert (report.inserted, report.updated, report.unchanged) == (100, 150, 0)
+        assert store.get("u10@example.org").name == "Renamed"
+        assert store.get("u10@example.org").status == "unsubscribed"
+        assert store.get("u10@example.org").attrs == {"membership": "m0"}  # kept
+        assert store.count(parse("status:unsubscribed")) == 150
+        assert store.get("new5@example.org").status == "active"
+        again = imports.import_files(store, [ws / "b.csv"], workers=0)
+        assert (again.inserted, again.updated, again.unchanged) == (0, 0, 250)
+    finally:
+        services.close()
+
+
 def test_addresses_met_again_in_a_later_block_update_what_was_inserted(tmp_path: Path) -> None:
     """Blocks are first written as all-new; one that meets stored addresses is undone
     to its savepoint and written again with lookups, so nothing is doubled or lost."""
