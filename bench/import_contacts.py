@@ -2,10 +2,12 @@
 sqlite3 shell's `.import` of the same CSV into a bare table, measured in the same run.
 
 Prints rows/s for both, their ratio, the import's peak RSS (main process and the
-whole process tree with its validation workers), and how long a segment count takes
-on the 1M-contact store.
+whole process tree with its validation workers), and how long segment counts take
+on the 1M-contact store. Then, where the PostgreSQL binaries are installed, the same
+file into a throwaway PostgreSQL server: the import against psql's \\copy into a
+bare table.
 
-Run: make bench   (or .venv/bin/python bench/import_contacts.py [--rows N])
+Run: make bench   (or .venv/bin/python bench/import_contacts.py [--rows N] [--no-postgres])
 Needs the sqlite3 command-line shell (Debian package sqlite3).
 """
 
@@ -142,6 +144,10 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--no-postgres", dest="postgres", action="store_false",
+        help="skip the PostgreSQL part (it runs when pg_ctl and psql are found)",
+    )  # fmt: skip
     args = parser.parse_args()
     sqlite3_shell = shutil.which("sqlite3")
     if not sqlite3_shell:
@@ -218,8 +224,43 @@ def main() -> None:
         )
         for text, (took, found) in tag_counts.items():
             print(f"count {text}: {took * 1000:.1f} ms = {found:,} contacts (median of 20)")
+        if args.postgres:
+            postgres(csv_path, args.rows, outreach, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def postgres(csv_path: Path, rows: int, outreach: str, work: Path) -> None:
+    """The same file into PostgreSQL: psql's \\copy into a bare table (reference)
+    against the import, on one throwaway server on 127.0.0.1."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tools.pgtemp import pg_bin, temporary_postgres
+
+    bindir = pg_bin()
+    psql = shutil.which("psql") or (str(bindir / "psql") if bindir else None)
+    if bindir is None or psql is None:
+        print("\nPostgreSQL: skipped (no pg_ctl and psql here)")
+        return
+    with temporary_postgres(bindir) as admin:
+        base = admin.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0]
+        for name in ("reference", "outreach"):
+            subprocess.run([psql, f"{base}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+        columns = ", ".join(f"c{i} text" for i in range(9))
+        subprocess.run([psql, f"{base}/reference", "-qc", f"CREATE TABLE contacts ({columns})"],
+                       check=True)  # fmt: skip
+        copy = f"\\copy contacts FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"
+        ref_time, _, _, _ = run_measured([psql, f"{base}/reference", "-qc", copy], dict(os.environ))
+        env = {**os.environ, "OUTREACH_WORKSPACE": str(work / "ws-pg"),
+               "OUTREACH_DATABASE_URL": f"{base}/outreach"}  # fmt: skip
+        (work / "ws-pg").mkdir()
+        imp_time, main_rss, _, out = run_measured([outreach, "contacts", "import", str(csv_path)], env)
+        if f"{rows:,}" not in out:
+            sys.exit(f"the PostgreSQL import did not insert every row:\n{out}")
+    print()
+    print(f"PostgreSQL: psql \\copy (reference)  {rows / ref_time:>10,.0f} rows/s   {ref_time:6.2f} s")
+    print(f"outreach contacts import        {rows / imp_time:>10,.0f} rows/s   {imp_time:6.2f} s   (full validation)")
+    print(f"ratio outreach / \\copy          {ref_time / imp_time:>10.3f}")
+    print(f"peak RSS, import process        {main_rss / 2**20:>10.0f} MB")
 
 
 if __name__ == "__main__":
