@@ -33,6 +33,7 @@ from outreach.ports import ContactStore
 BLOCK_BYTES = 256 * 1024  # about 2,000 rows: one worker task and one write batch
 PARALLEL_MIN_BYTES = 512 * 1024  # smaller files validate inline: a pool costs more than it saves
 SHOWN_REJECTS = 20
+MAX_WORKERS = 4  # validation processes: at ~6 µs a row each, four outrun the writer
 MODES = ("upsert", "insert-only")
 
 
@@ -335,9 +336,10 @@ def import_files(
     sources = [inspect_file(p, encoding=encoding, overrides=overrides) for p in paths]
     report = ImportReport(files=[str(p) for p in paths], dry_run=dry_run)
     total = sum(s.size for s in sources)
-    if workers is None:  # a worker per core, behind the writer (see _lower_priority)
+    if workers is None:  # a worker per core, behind the writer (see _lower_priority);
+        # more than MAX_WORKERS would wait for the one writer, holding memory
         cores = os.cpu_count() or 1
-        workers = cores if cores > 1 else 0
+        workers = min(cores, MAX_WORKERS) if cores > 1 else 0
     pool = None
     if workers > 0 and total >= PARALLEL_MIN_BYTES:
         pool = ProcessPoolExecutor(
