@@ -3,10 +3,10 @@
 Files are checked whole before anything is written (readable, text in the given
 encoding, a header with an email column); then every file is imported in one
 transaction, so an import either lands whole or not at all. The file is cut into
-blocks of whole records; worker processes parse, validate and prepare them while
-this process writes (and validates a block itself whenever the workers are behind),
-so validation does not stand in front of the inserts on one core. Memory stays
-flat: blocks stream through a small window.
+blocks of whole records; worker processes (one per core, at a lower priority)
+parse, validate and prepare them while this process writes, so validation does not
+stand in front of the inserts on one core. Memory stays flat: blocks stream through
+a small window.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def _checked(
 
     With a pool, up to ``window`` blocks are with the worker processes while this
     process writes the oldest, so memory stays flat whatever the file's size. There
-    is a worker per core: while this process waits for a block, both cores validate.
+    is a worker per core: while this process waits for a block, every core validates.
     """
     if pool is None:
         for block in blocks:
