@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,49 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(
         source = imports.inspect_file(path)
         got = [r for block in imports.read_blocks(source) for r in imports._rows(source, block)]
         assert got == expected, size
+
+
+def test_an_import_killed_half_way_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    """SIGKILL of the real CLI in the middle of a first import (its rows written, its
+    indexes dropped, not yet built): the store is empty and whole, indexes included,
+    and the same import then runs through."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import inspect
+
+    from outreach import imports
+    from outreach.app import build
+    from outreach.config import load_settings
+
+    ws = tmp_path / "ws"
+    rows = "".join(f"p{i}@org{i % 97}.example.org,Person {i},FJ,\"a, b{i % 5}\"\n" for i in range(150_000))
+    path = write_csv(ws / "many.csv", "email,name,country,tags\n" + rows)
+    exe = str(Path(sys.executable).with_name("outreach"))
+    env = {**os.environ, "OUTREACH_DATABASE_URL": ""}
+    proc = subprocess.Popen([exe, "-w", str(ws), "contacts", "import", str(path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    wal = ws / ".outreach" / "outreach.db-wal"
+    deadline = time.monotonic() + 60
+    while not (wal.exists() and wal.stat().st_size > 4_000_000) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the import never got to writing"
+        time.sleep(0.01)
+    assert proc.poll() is None, "the import ended before it could be killed; use a larger file"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
+    try:
+        found = inspect(services.engine)
+        indexes = {i["name"] for t in ("contacts", "contact_tags") for i in found.get_indexes(t)}
+        assert {"ix_contacts_country_kind", "ix_contact_tags_tag_contact_id"} <= indexes
+        assert services.contacts.count(parse("")) == 0
+        report = imports.import_files(services.contacts, [path])
+        assert (report.inserted, report.rejected) == (150_000, 0)
+        assert services.contacts.count(parse("country:FJ tag:b3")) == 30_000
+    finally:
+        services.close()
 
 
 @pytest.mark.parametrize("block_bytes", [4096, 65536])
