@@ -14,16 +14,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain
 from json.encoder import encode_basestring_ascii as _quote
 
 from sqlalchemy import (
-    ARRAY,
     Connection,
     Index,
-    Insert,
     Integer,
-    any_,
     bindparam,
     func,
     insert,
@@ -31,10 +27,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import (
-    text as sql_text,
-)
+from sqlalchemy import text as sql_text
 
+from outreach.db.bulk import Bulk, rows_per_statement
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.domain.contact import ContactRecord, suppression_hash
 from outreach.ports import BatchOutcome
@@ -50,16 +45,6 @@ _KEY = 1
 _STATUS = _COLUMNS.index("status")
 _KIND = _COLUMNS.index("kind")
 _RECORD_TAGS = ContactRecord._fields.index("tags")
-# Parameters in one statement: SQLite's limit before version 3.32, and enough rows
-# per statement that its fixed cost no longer counts.
-_MAX_PARAMETERS = 999
-
-
-def rows_per_statement(width: int) -> int:
-    """How many rows of ``width`` values one INSERT statement takes on SQLite."""
-    return max(_MAX_PARAMETERS // width, 1)
-
-
 _WIDTH = len(_COLUMNS)
 _ROWS_PER_CHUNK = rows_per_statement(_WIDTH)
 _TAGS_PER_CHUNK = rows_per_statement(2)
@@ -154,14 +139,10 @@ class ContactWriter:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        # SQLite: driver-ready tuples straight to the driver (see _executemany).
-        # Others: plain values through SQLAlchemy, whose batched multi-row INSERTs
-        # (insertmanyvalues) are already fast on PostgreSQL.
-        self.raw = conn.dialect.name == "sqlite"
-        # PostgreSQL through psycopg: new rows go in with COPY, the bulk path made for it
-        self.copy = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+        self.bulk = Bulk(conn)
+        self.raw = self.bulk.sqlite  # driver-ready tuples straight to the driver
+        self.copy = self.bulk.can_copy  # PostgreSQL: new rows go in with COPY
         self.json_text = self.raw or self.copy
-        self._compiled: dict[tuple, tuple[str, list[int], int, str]] = {}
         self._any_suppressed = (
             conn.execute(select(suppressions.c.email_hash).limit(1)).first() is not None
         )
@@ -185,7 +166,7 @@ class ContactWriter:
             "updated_at": bindparam("updated_at"),
         }
         if self.raw:  # the import's one time, written into the statement once
-            text = self._driver_value(contacts.c.created_at, self.stamp)
+            text = self.bulk.driver_value(contacts.c.created_at, self.stamp)
             stamps = dict.fromkeys(stamps, literal_column(f"'{text}'"))
         self._insert = insert(contacts).values(
             {c: bindparam(c) for c in _COLUMNS}
@@ -260,11 +241,11 @@ class ContactWriter:
             r.email_key: r
             for r in self.conn.execute(
                 select(contacts.c.id, *(contacts.c[c] for c in _FIELDS), contacts.c.attrs).where(
-                    self._among(contacts.c.email_key, keys)
+                    self.bulk.among(contacts.c.email_key, keys)
                 )
             )
         }
-        stamp = self._driver_value(contacts.c.updated_at, utcnow())
+        stamp = self.bulk.driver_value(contacts.c.updated_at, utcnow())
         new_rows: list[tuple] = []
         new_tags: list[list[str]] = []
         changed: list[tuple[tuple, list[str]]] = []
@@ -291,31 +272,22 @@ class ContactWriter:
             out.updated += len(updates)
             out.unchanged += len(changed) - len(updates)
             if updates:
-                self._executemany(self._update, (*_FIELDS, "attrs", "updated_at", "_id"), updates)
+                self.bulk.executemany(self._update, (*_FIELDS, "attrs", "updated_at", "_id"), updates)
             tag_rows += added
         if tag_rows and self.copy:
-            self._copy(contact_tags, ("contact_id", "tag"), tag_rows)
+            self.bulk.copy(contact_tags, ("contact_id", "tag"), tag_rows)
         elif tag_rows:
-            self._executemany(self._tag_insert, ("contact_id", "tag"), tag_rows)
+            self.bulk.executemany(self._tag_insert, ("contact_id", "tag"), tag_rows)
         return out
-
-    def _copy(self, table, columns: tuple[str, ...], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
-        """``COPY table (columns) FROM STDIN`` with ``rows`` (PostgreSQL, psycopg)."""
-        quote = self.conn.dialect.identifier_preparer
-        names = ", ".join(quote.quote(c) for c in columns)
-        sql = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
-        with self.conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
 
     def _insert_rows(self, rows: list[tuple]) -> list[int] | None:
         """Insert new rows; their ids in order when that costs nothing more."""
         stamp = self.stamp
         if self.raw:
-            self._executemany(self._insert, _COLUMNS, rows)
+            self.bulk.executemany(self._insert, _COLUMNS, rows)
             return None
         if not self.copy:
-            self._executemany(self._insert, (*_COLUMNS, "created_at", "updated_at"),
+            self.bulk.executemany(self._insert, (*_COLUMNS, "created_at", "updated_at"),
                               [(*row, stamp, stamp) for row in rows])  # fmt: skip
             return None
         # COPY: the ids are drawn from the table's sequence first (so no lookup is
@@ -324,25 +296,18 @@ class ContactWriter:
             sql_text("SELECT nextval(pg_get_serial_sequence('contacts', 'id')) FROM generate_series(1, :n)"),
             {"n": len(rows)},
         ).scalars())  # fmt: skip
-        self._copy(contacts, ("id", *_COLUMNS, "created_at", "updated_at"),
+        self.bulk.copy(contacts, ("id", *_COLUMNS, "created_at", "updated_at"),
                    [(i, *row[:_KIND], row[_KIND] or "other", *row[_KIND + 1 : _STATUS],
                      row[_STATUS] or "active", row[_ATTRS], stamp, stamp)
                     for i, row in zip(ids, rows, strict=True)])  # fmt: skip
         return ids
-
-    def _among(self, column, values: list):  # type: ignore[no-untyped-def]
-        """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter rather
-        than thousands."""
-        if self.conn.dialect.name == "postgresql":
-            return column == any_(bindparam("values", values, type_=ARRAY(column.type)))
-        return column.in_(values)
 
     def _suppressed(self, keys: list[str]) -> set[int]:
         if not self._any_suppressed:
             return set()
         hashes = {suppression_hash(k): i for i, k in enumerate(keys)}
         query = select(suppressions.c.email_hash).where(
-            self._among(suppressions.c.email_hash, list(hashes))
+            self.bulk.among(suppressions.c.email_hash, list(hashes))
         )
         return {hashes[h] for h in self.conn.execute(query).scalars()}
 
@@ -356,14 +321,14 @@ class ContactWriter:
 
         self.conn.exec_driver_sql("SAVEPOINT outreach_block")
         try:
-            self._execute_chunks(self._insert, _COLUMNS, block.values)
+            self.bulk.execute_chunks(self._insert, _COLUMNS, block.values)
         except (IntegrityError, sqlite3.IntegrityError):
             self.conn.exec_driver_sql("ROLLBACK TO outreach_block")
             self.conn.exec_driver_sql("RELEASE outreach_block")
             return False
         self.conn.exec_driver_sql("RELEASE outreach_block")
         if block.tags:
-            self._execute_chunks(self._block_tag_insert, ("after", "tag"), block.tags)
+            self.bulk.execute_chunks(self._block_tag_insert, ("after", "tag"), block.tags)
         return True
 
     def _merge(self, changed: list[tuple[tuple, list[str]]], existing: dict, stamp) -> tuple[list[tuple], list]:  # type: ignore[no-untyped-def]
@@ -374,7 +339,7 @@ class ContactWriter:
         old_tags: dict[int, set[str]] = {}
         if any(tags for _, tags in changed):
             query = select(contact_tags.c.contact_id, contact_tags.c.tag).where(
-                self._among(contact_tags.c.contact_id, ids)
+                self.bulk.among(contact_tags.c.contact_id, ids)
             )
             for cid, tag in self.conn.execute(query):
                 old_tags.setdefault(cid, set()).add(tag)
@@ -394,16 +359,8 @@ class ContactWriter:
             added = sorted(set(tags) - old_tags.get(cid, set()))
             tag_rows += [(cid, t) for t in added]
             if tuple(merged) != current or attrs != (stored.attrs or {}) or added:
-                updates.append((*merged, self._driver_value(contacts.c.attrs, attrs), stamp, cid))
+                updates.append((*merged, self.bulk.driver_value(contacts.c.attrs, attrs), stamp, cid))
         return updates, tag_rows
-
-    def _driver_value(self, column, value):  # type: ignore[no-untyped-def]
-        """``value`` as the driver gets it on the raw path; as it is otherwise."""
-        if not self.raw:
-            return value
-        dialect = self.conn.dialect
-        processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-        return processor(value) if processor else value
 
     def _new_ids(self, new_rows: list[tuple]) -> list[int]:
         """Ids of the rows just inserted, in order."""
@@ -413,62 +370,6 @@ class ContactWriter:
             last = self.conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
             return list(range(last - len(new_rows) + 1, last + 1))
         keys = [row[_KEY] for row in new_rows]
-        query = select(contacts.c.email_key, contacts.c.id).where(self._among(contacts.c.email_key, keys))
+        query = select(contacts.c.email_key, contacts.c.id).where(self.bulk.among(contacts.c.email_key, keys))
         ids = dict(self.conn.execute(query).all())
         return [ids[k] for k in keys]
-
-    def _statement(self, stmt, keys: tuple[str, ...]) -> tuple[str, list[int], int, str]:  # type: ignore[no-untyped-def]
-        """``stmt`` compiled for rows of ``keys``: its SQL, the order the SQL wants the
-        keys in, and for an INSERT on SQLite how many rows one statement takes and the
-        SQL that takes them (``VALUES (...), (...), ...``)."""
-        cache_key = (id(stmt), keys)
-        if cache_key not in self._compiled:
-            compiled = stmt.compile(dialect=self.conn.dialect, column_keys=list(keys))
-            order = [keys.index(n) for n in compiled.positiontup]
-            sql = compiled.string
-            many, many_sql = 1, sql
-            if isinstance(stmt, Insert) and self.raw:
-                many = rows_per_statement(len(keys))
-                head, _, group = sql.partition(" VALUES ")
-                many_sql = f"{head} VALUES {', '.join([group] * many)}"
-            self._compiled[cache_key] = (sql, order, many, many_sql)
-        return self._compiled[cache_key]
-
-    def _execute_chunks(self, stmt, keys: tuple[str, ...], chunks: list[tuple]) -> None:  # type: ignore[no-untyped-def]
-        """Execute an INSERT for rows given flat in ``keys`` order, cut into tuples of
-        as many rows as one statement takes (the last may hold fewer)."""
-        _, order, many, many_sql = self._statement(stmt, keys)
-        width = len(keys)
-        full = many * width if order == list(range(width)) else -1
-        cursor = self.conn.connection.dbapi_connection.cursor()
-        try:
-            for chunk in chunks:
-                if len(chunk) == full:
-                    cursor.execute(many_sql, chunk)
-                else:
-                    rows = [chunk[i : i + width] for i in range(0, len(chunk), width)]
-                    self._executemany(stmt, keys, rows)
-        finally:
-            cursor.close()
-
-    def _executemany(self, stmt, keys: tuple[str, ...], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
-        """Execute ``stmt`` once per row. Rows are tuples of driver-ready values in the
-        order of ``keys``; the statement is compiled once per shape and the tuples go to
-        the driver as they are: SQLAlchemy's per-row parameter handling would otherwise
-        cost more than the inserts themselves. On SQLite an INSERT takes many rows per
-        statement: the driver's fixed cost per statement is most of a short row's cost."""
-        if not self.raw:
-            self.conn.execute(stmt, [dict(zip(keys, r, strict=True)) for r in rows])
-            return
-        sql, order, many, many_sql = self._statement(stmt, keys)
-        if order != list(range(len(keys))):
-            rows = [tuple(r[i] for i in order) for r in rows]
-        done = 0
-        if many > 1 and len(rows) >= many:
-            cursor = self.conn.connection.dbapi_connection.cursor()
-            done = len(rows) - len(rows) % many
-            for start in range(0, done, many):
-                cursor.execute(many_sql, tuple(chain.from_iterable(rows[start : start + many])))
-            cursor.close()
-        if done < len(rows):
-            self.conn.exec_driver_sql(sql, rows[done:])
