@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from outreach.children import die_with_parent
 from outreach.domain.columns import ColumnMap, map_columns
 from outreach.domain.contact import ContactRecord, RowNormalizer, normalize_kind
 from outreach.domain.errors import ContactValueError, InputFileError
@@ -278,9 +279,11 @@ def _checked(
         yield pickle.loads(pending.popleft().result())
 
 
-def _lower_priority() -> None:
-    """Validation workers yield the CPU to the writing process: the writes are the
-    import's critical path, and the workers use whatever time the cores have left."""
+def _start_worker(parent: int) -> None:
+    """A validation worker dies with the import, even on kill -9, and yields the CPU
+    to the writing process: the writes are the import's critical path, and the
+    workers use whatever time the cores have left."""
+    die_with_parent(parent)
     os.nice(10)
 
 
@@ -336,15 +339,16 @@ def import_files(
     sources = [inspect_file(p, encoding=encoding, overrides=overrides) for p in paths]
     report = ImportReport(files=[str(p) for p in paths], dry_run=dry_run)
     total = sum(s.size for s in sources)
-    if workers is None:  # a worker per core, behind the writer (see _lower_priority);
+    if workers is None:  # a worker per core, behind the writer (see _start_worker);
         # more than MAX_WORKERS would wait for the one writer, holding memory
         cores = os.cpu_count() or 1
         workers = min(cores, MAX_WORKERS) if cores > 1 else 0
     pool = None
     if workers > 0 and total >= PARALLEL_MIN_BYTES:
         pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"), initializer=_lower_priority
-        )
+            workers, mp_context=multiprocessing.get_context("fork"),
+            initializer=_start_worker, initargs=(os.getpid(),),
+        )  # fmt: skip
     if on_start:
         on_start(total)
     sink = RejectSink(report, rejects_path)

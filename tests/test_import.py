@@ -326,6 +326,9 @@ def test_an_import_killed_half_way_leaves_the_store_as_it_was(tmp_path: Path) ->
     assert proc.poll() is None, "the import ended before it could be killed; use a larger file"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    while _processes_naming(str(path)):  # its validation workers die with it
+        assert time.monotonic() < deadline, "validation workers outlived the killed import"
+        time.sleep(0.05)
     services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
     try:
         found = inspect(services.engine)
@@ -337,6 +340,22 @@ def test_an_import_killed_half_way_leaves_the_store_as_it_was(tmp_path: Path) ->
         assert services.contacts.count(parse("country:FJ tag:b3")) == 30_000
     finally:
         services.close()
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (zombies excluded)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read().decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(pid))
+    return found
 
 
 @pytest.mark.parametrize("block_bytes", [4096, 65536])

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from outreach.app import Services
+from outreach.children import die_with_parent
 from outreach.cli.common import State, err_console, out_console, progress_wanted
 from outreach.domain import audience
 from outreach.domain.campaign import parse_launch
@@ -205,7 +206,7 @@ def _fork_workers(services: Services, count: int, until_idle: bool, *, share: in
         code = 1
         try:
             services.engine.dispose(close=False)  # the parent's connections stay the parent's
-            _die_with_parent(parent)
+            die_with_parent(parent)
             _drain(services, label="", until_idle=until_idle, child=True, share=share)
             code = 0
         except BaseException:  # reported, then this worker goes
@@ -217,16 +218,6 @@ def _fork_workers(services: Services, count: int, until_idle: bool, *, share: in
             sys.stderr.flush()
             os._exit(code)
     return pids
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux prctl PR_SET_PDEATHSIG: SIGKILL when the parent goes."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent was gone before prctl took hold
-        os._exit(0)
 
 
 def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
