@@ -73,6 +73,21 @@ def sample_ws(tmp_path: Path) -> Cli:
     return cli
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first, then the
+    parent's pid); empty when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def is_alive(pid: int) -> bool:
+    """Running, not gone and not a zombie."""
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))

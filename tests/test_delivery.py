@@ -18,7 +18,7 @@ from outreach.config import load_settings
 from outreach.dispatch import SendPolicy
 from outreach.domain.audience import parse
 from outreach.imports import import_files
-from tests.conftest import ROOT, Cli, wait_until
+from tests.conftest import ROOT, Cli, is_alive, proc_stat, wait_until
 from tests.smtp_server import Faults, Recorder, SmtpServer
 
 
@@ -354,23 +354,14 @@ def test_worker_senders_go_when_the_parent_is_killed(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         time.sleep(1)
-        alive = [c for c in children if Path(f"/proc/{c}").exists() and "Z" not in _state(c)]
+        alive = [c for c in children if is_alive(c)]
         assert alive == []
     services.close()
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    fields = proc_stat(pid)
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 def _sender(services: Services, server: SmtpServer, *, stderr: int):  # type: ignore[no-untyped-def]

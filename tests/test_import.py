@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from outreach.domain.audience import parse
-from tests.conftest import Cli, write_csv
+from tests.conftest import Cli, is_alive, write_csv
 
 
 def contacts(cli: Cli, where: str = "") -> dict[str, dict]:
@@ -343,18 +343,15 @@ def test_an_import_killed_half_way_leaves_the_store_as_it_was(tmp_path: Path) ->
 
 
 def _processes_naming(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (zombies excluded)."""
+    """Live processes whose command line contains ``text``."""
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                cmdline = handle.read().decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and state != "Z":
-            found.append(int(pid))
+        if text in cmdline and is_alive(pid):
+            found.append(pid)
     return found
 
 
