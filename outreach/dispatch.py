@@ -19,13 +19,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import parseaddr
 from urllib.parse import quote
 
 from outreach.domain.campaign import CampaignInfo
-from outreach.domain.errors import ConfigError, TemplateError
+from outreach.domain.errors import OutreachError, TemplateError
 from outreach.domain.mime import StepHeaders, build, message_id
 from outreach.domain.render import EmailTemplate
+from outreach.domain.sender import parse_sender
 from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, SendResult, StepInfo
 from outreach.templating import TemplateLibrary, render_values
 
@@ -166,13 +166,26 @@ class Dispatcher:
         if not claimed:
             return 0
         semaphore = asyncio.Semaphore(getattr(self.channel, "size", 8))
+        broken: dict[int, str] = {}  # steps that cannot be prepared: they fail alone
 
         async def one(item: Claimed) -> Outcome:
+            try:
+                self._step(item.step_id)
+            except OutreachError as exc:
+                broken[item.step_id] = exc.message
+                return self._outcome(item, "failed", {"reason": f"the step cannot be sent: {exc.message}"},
+                                     error=exc.message)  # fmt: skip
             async with semaphore:
-                return await self._deliver(item)
+                try:
+                    return await self._deliver(item)
+                except OutreachError as exc:
+                    return self._outcome(item, "failed", {"reason": exc.message}, error=exc.message)
 
         outcomes = await asyncio.gather(*(one(c) for c in claimed))
         self.outbox.record(outcomes)
+        for step_id, reason in broken.items():
+            self.outbox.set_step_status(step_id, "failed", f"cannot be sent: {reason}")
+            self.outbox.skip_pending(step_id, f"not sent: the step failed ({reason})")
         self._count(outcomes)
         return len(claimed)
 
@@ -255,18 +268,9 @@ class Dispatcher:
         if step_id not in self._steps:
             info = self.outbox.step(step_id)
             campaign = self.campaign_for(info.campaign)
-            given = self.sender or campaign.sender or ""
-            name, addr = parseaddr(given)
-            if not addr or "@" not in addr:
-                raise ConfigError(
-                    f"the sender {given!r} is not one email address"
-                    if given
-                    else "no sender address for email",
-                    hint="set OUTREACH_FROM, email.from in outreach.toml or campaign.from in the plan, "
-                    'e.g. "COP team" <cop@example.org> (quote a name that has a comma)',
-                )
+            name, addr = parse_sender(self.sender or campaign.sender)
             headers = StepHeaders.make(
-                sender_name=name or None, sender=addr, reply_to=self.reply_to or campaign.reply_to,
+                sender_name=name, sender=addr, reply_to=self.reply_to or campaign.reply_to,
                 campaign_id=info.campaign, campaign_name=campaign.name,
             )  # fmt: skip
             _kind, variants = self.library.variants(info.template, "email")

@@ -17,11 +17,20 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from outreach.app import Services
+from outreach.checks import errors_of
 from outreach.domain import audience
 from outreach.domain.contact import ContactRecord
 from outreach.domain.errors import InputFileError
 from outreach.ports import StepInfo
-from outreach.scheduling import fire, job_id, make_scheduler, promote_waiting, schedule
+from outreach.scheduling import (
+    approve_campaign,
+    fire,
+    job_id,
+    make_scheduler,
+    promote_waiting,
+    schedule,
+    settle,
+)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SPEED = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*=\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
@@ -110,20 +119,18 @@ def first_instant(services: Services, plan_file: Path) -> datetime:
 
 async def rehearse(services: Services, plan_file: Path, clock: CompressedClock, *,
                    on_fire: Callable[[StepInfo, str], None] | None = None,
-                   settle: float = 20.0) -> Rehearsal:  # fmt: skip
+                   settle_for: float = 20.0) -> Rehearsal:  # fmt: skip
     """Schedule the plan on the rehearsal database, approve it, fire each step when
     the compressed clock reaches it, send everything, and stop when all is done
-    (or nothing has moved for ``settle`` real seconds)."""
+    (or nothing has moved for ``settle_for`` real seconds)."""
     from outreach.plans import load
 
     started = time.monotonic()
     clock.hold(at=clock.start)  # setting up takes no plan time: approved before the first step
     campaign = load(plan_file).campaign.id
-    schedule(services, plan_file)
+    schedule(services, plan_file, check=errors_of(services))  # a plan with errors is refused
     steps = services.outbox.steps(campaign)
-    stored = services.outbox.campaign(campaign)
-    assert stored is not None
-    services.outbox.approve(campaign, "rehearsal (automatic)", stored["plan_hash"])
+    approve_campaign(services, campaign, "rehearsal (automatic)")
     # The rehearsal fires the steps itself, on its clock: the stored jobs go.
     editor = make_scheduler(services)
     editor.start(paused=True)
@@ -149,11 +156,12 @@ async def rehearse(services: Services, plan_file: Path, clock: CompressedClock, 
                     await asyncio.sleep(wait)
                 clock.hold(at=step.send_at)
                 status = await asyncio.to_thread(fire, services, campaign, step.key, clock())
-                await _drain_due(services, campaign, settle)
+                await _drain_due(services, campaign, settle_for)
                 clock.release()
                 if on_fire:
                     on_fire(services.outbox.step(step.id), status)
-            report.stuck = await _settle(services, campaign, settle)
+            report.stuck = await _settle(services, campaign, settle_for)
+            await asyncio.to_thread(settle, services)  # finished steps show done
         finally:
             stop.set()
             poster.stopping.set()

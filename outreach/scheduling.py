@@ -9,8 +9,8 @@ restarts; the job function is importable (``outreach.jobs:fire_step``) and its i
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,20 @@ from outreach.domain.plan import (
     zone_term,
     zones_at,
 )
+from outreach.domain.sender import sender_problem
+from outreach.guards import (
+    GuardError,
+    approval_problem,
+    embargo_of,
+    plan_hash,
+    require_campaign,
+    require_clean,
+    require_scheduled_as_is,
+)
 from outreach.plans import load
 from outreach.ports import StepInfo
+
+__all__ = ["approval_problem", "plan_hash"]  # the guards', used here and by callers
 
 if TYPE_CHECKING:  # scheduling sits below app (which wires it); only the type is needed
     from outreach.app import Services
@@ -49,19 +61,6 @@ def plan_timeline(services: Services, plan: Plan) -> Timeline:
         )
 
     return timeline(plan, zone_counts)
-
-
-def plan_hash(workspace: Path, plan_file: Path, plan: Plan) -> str:
-    """A hash of the plan file and of every template file it can use (the named
-    templates, their language variants, layouts and partials)."""
-    digest = hashlib.sha256(plan_file.read_bytes())
-    root = workspace / "templates"
-    used = {s.template for s in plan.steps}
-    for path in sorted(root.rglob("*.j2")) if root.is_dir() else []:
-        rel = path.relative_to(root)
-        if rel.parts[0] in ("_layouts", "_partials") or path.name.split(".")[0] in used:
-            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 class JobEditor(BaseScheduler):
@@ -109,6 +108,9 @@ def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
         "plan_step": step.id, "wave": firing.wave.id, "requires": list(step.requires),
         "misfire_s": int(step.misfire.total_seconds()), **dict(step.rate),
     }  # fmt: skip
+    if step.public or step.not_before_embargo:  # checked again when it fires
+        settings.update(public=step.public, not_before=step.not_before_embargo,
+                        embargo=plan.embargo.astimezone(UTC).isoformat())  # fmt: skip
     if step.at.local:
         same = [f.at for f in line.firings if f.step.id == step.id and f.wave.id == firing.wave.id]
         settings.update(
@@ -122,15 +124,40 @@ def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
     return settings
 
 
-def schedule(services: Services, plan_file: Path) -> ScheduleReport:
-    """Store the plan and register a job per firing; running it again changes only
-    what changed, and never touches steps that have fired."""
-    plan = load(plan_file)
+# A step in one of these has sent nothing: a reschedule moves it.
+NOT_SENT = ("scheduled", "held", "missed")
+
+PlanCheck = Callable[[Plan], list[str]]  # a plan's check errors (checks.check_plan's)
+
+
+def _basic_errors(services: Services, plan: Plan, line: Timeline) -> list[str]:
+    """What is refused even without the full check: the embargo and the sender."""
+    errors = [f"{b} (make it later, or add 'not_before: embargo')" for b in line.breaches]
+    if any(s.channel == "email" for s in plan.steps):
+        problem = sender_problem(services.settings.sender or plan.campaign.sender)
+        if problem:
+            errors.append(f"campaign.from: {problem}")
+    return errors
+
+
+def schedule(services: Services, plan_file: Path, *, check: PlanCheck | None = None,
+             overrides: dict[str, str] | None = None) -> ScheduleReport:  # fmt: skip
+    """Check the plan (as moved by ``overrides``, or by the stored ones), store it and
+    register a job per firing; running it again changes only what changed, never
+    touches what has been sent, and moves what has not (held and missed steps too).
+    A plan with errors changes nothing."""
+    source = load(plan_file)
     outbox = services.outbox
-    outbox.save_campaign(plan.campaign.id, plan.campaign.name, str(plan_file.resolve()),
-                         plan_hash(services.settings.workspace, plan_file, plan))  # fmt: skip
-    plan = with_launches(plan, launch_overrides(services, plan.campaign.id))
+    stored = outbox.campaign(source.campaign.id)
+    texts = dict((stored or {}).get("overrides") or {}) if overrides is None else overrides
+    plan = with_launches(source, {k: parse_launch_text(v) for k, v in texts.items()})
     line = plan_timeline(services, plan)
+    errors = check(plan) if check is not None else _basic_errors(services, plan, line)
+    require_clean(errors, action="scheduled", source=str(plan_file))
+    outbox.save_campaign(plan.campaign.id, plan.campaign.name, str(plan_file.resolve()),
+                         plan_hash(services.settings.workspace, plan_file, source))  # fmt: skip
+    if overrides is not None:
+        outbox.set_overrides(plan.campaign.id, texts)
     report = ScheduleReport()
     existing = {s.key: s for s in outbox.steps(plan.campaign.id)}
     scheduler = make_scheduler(services)
@@ -142,7 +169,7 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
         done_before = {
             (s.settings.get("plan_step"), s.settings.get("wave"))
             for s in existing.values()
-            if s.status not in ("scheduled", "cancelled", "held") and not s.settings.get("local")
+            if s.status not in (*NOT_SENT, "cancelled") and not s.settings.get("local")
         }
         for firing in line.firings:
             if (firing.step.id, firing.wave.id) in done_before and firing.key not in existing:
@@ -153,24 +180,28 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
             values = {"template": firing.step.template, "audience": firing.audience, "send_at": firing.at,
                       "channel": firing.step.channel, "settings": settings}  # fmt: skip
             old = existing.get(firing.key)
+            same = old is not None and (old.template, old.audience, old.send_at, old.channel,
+                                        old.settings) == tuple(values.values())  # fmt: skip
+            if old is not None and old.status in ("held", "missed"):
+                if not same:  # approval releases it as the plan now says
+                    outbox.update_step(old.id, **values)
+                report.kept += same
+                report.replaced += not same
+                continue
             if old is not None and old.status != "scheduled":
                 report.fired += 1
                 continue
             if old is None:
-                step = outbox.ensure_step(
+                outbox.ensure_step(
                     campaign=plan.campaign.id, key=firing.key, status="scheduled", **values
                 )
                 report.added += 1
-            elif (old.template, old.audience, old.send_at, old.channel, old.settings) == tuple(
-                values.values()
-            ):
-                step = old
+            elif same:
                 report.kept += 1
                 if scheduler.get_job(job_id(plan.campaign.id, firing.key)) is not None:
                     continue
             else:
                 outbox.update_step(old.id, **values)
-                step = old
                 report.replaced += 1
             scheduler.add_job(
                 "outreach.jobs:fire_step", "date", run_date=firing.at,
@@ -179,10 +210,10 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
                 misfire_grace_time=max(1, int(firing.step.misfire.total_seconds())),
                 name=f"{firing.step.id} ({firing.step.channel}) of {plan.campaign.id}",
             )  # fmt: skip
-            del step
         for key, old in existing.items():
-            if key not in wanted and old.status == "scheduled":
-                outbox.set_step_status(old.id, "cancelled", "no longer in the plan")
+            if key not in wanted and old.status in NOT_SENT:
+                outbox.set_step_status(old.id, "cancelled", "no longer in the plan at this instant"
+                                       + (" (rescheduled)" if texts else ""))  # fmt: skip
                 job = scheduler.get_job(job_id(plan.campaign.id, key))
                 if job is not None:
                     job.remove()
@@ -190,6 +221,14 @@ def schedule(services: Services, plan_file: Path) -> ScheduleReport:
     finally:
         scheduler.shutdown()
     return report
+
+
+def scheduled_plan(services: Services, plan: Plan) -> tuple[Plan, str]:
+    """The plan as it fires: with the launches (and embargo) that ``reschedule`` moved,
+    when its campaign is scheduled; and a sentence saying what moved ("" if nothing)."""
+    texts = (services.outbox.campaign(plan.campaign.id) or {}).get("overrides") or {}
+    moved = ", ".join(f"{wave} to {text}" for wave, text in texts.items())
+    return with_launches(plan, {k: parse_launch_text(v) for k, v in texts.items()}), moved
 
 
 def launch_overrides(services: Services, campaign_id: str) -> dict[str, datetime]:
@@ -200,59 +239,67 @@ def launch_overrides(services: Services, campaign_id: str) -> dict[str, datetime
     }
 
 
-def reschedule(
-    services: Services, campaign_id: str, launch: str, wave: str = "launch"
-) -> ScheduleReport:
-    """Move a wave's launch (default: the campaign's) and every step not yet fired
-    with it."""
-    stored = services.outbox.campaign(campaign_id)
-    if stored is None:
-        raise OutreachError(
-            f"campaign {campaign_id} is not scheduled", hint="outreach schedule schedules/PLAN.yaml"
-        )
+def reschedule(services: Services, campaign_id: str, launch: str | None, wave: str = "launch", *,
+               embargo: str | None = None, check: PlanCheck | None = None) -> ScheduleReport:  # fmt: skip
+    """Move a wave's launch (default: the campaign's) and every step not yet sent with
+    it; the embargo keeps its distance from the campaign's launch unless ``embargo``
+    gives it. The moved plan is checked as ``schedule`` checks it (a public step
+    before the embargo is refused), and approval is asked for again."""
+    stored = require_campaign(services, campaign_id)
+    if stored["status"] == "cancelled":
+        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled; nothing to move",
+                         campaign=campaign_id)  # fmt: skip
     plan_file = Path(stored["plan_file"])
     plan = load(plan_file)
-    target = next((w for w in plan.waves if w.id == wave), None)
-    if target is None:
-        raise OutreachError(
-            f"no wave {wave!r} in {campaign_id}",
-            hint=f"waves: {', '.join(w.id for w in plan.waves)}",
-        )
-    text = launch if len(launch.split()) == 3 else f"{launch} {target.zone}"
-    parse_launch_text(text)  # refuses a bad date, time or zone
-    overrides = {**(stored.get("overrides") or {}), wave: text}
-    services.outbox.set_overrides(campaign_id, overrides)
-    return schedule(services, plan_file)
+    overrides = dict(stored.get("overrides") or {})
+    if launch is not None:
+        target = next((w for w in plan.waves if w.id == wave), None)
+        if target is None:
+            raise GuardError("unknown_wave", f"no wave {wave!r} in {campaign_id}",
+                             hint=f"waves: {', '.join(w.id for w in plan.waves)}")  # fmt: skip
+        text = launch if len(launch.split()) == 3 else f"{launch} {target.zone}"
+        parse_launch_text(text)  # refuses a bad date, time or zone
+        overrides[wave] = text
+    if embargo is not None:
+        text = embargo if len(embargo.split()) == 3 else f"{embargo} {plan.embargo.tzinfo}"
+        parse_launch_text(text)
+        overrides["embargo"] = text
+    return schedule(services, plan_file, check=check, overrides=overrides)
 
 
-def approval_problem(services: Services, campaign_id: str) -> str | None:
-    """Why the campaign may not send now, or None."""
-    campaign = services.outbox.campaign(campaign_id)
-    if campaign is None:
-        return f"campaign {campaign_id} is not scheduled"
-    if campaign["status"] != "active":
-        return f"campaign {campaign_id} is {campaign['status']}"
-    if not campaign["approved_hash"]:
-        return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
-    plan_file = Path(campaign["plan_file"])
-    current = plan_hash(services.settings.workspace, plan_file, load(plan_file))
-    if current != campaign["approved_hash"]:
-        return (f"the plan or a template of {campaign_id} changed since {campaign['approved_by']} approved it "
-                f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
-    return None
+def approve_campaign(services: Services, campaign_id: str, by: str) -> tuple[int, int]:
+    """Approve the campaign as it was scheduled (and checked); held steps still within
+    their grace fire. Returns (fired, missed)."""
+    stored = require_campaign(services, campaign_id)
+    if stored["status"] == "cancelled":
+        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
+                         campaign=campaign_id)  # fmt: skip
+    services.outbox.approve(campaign_id, by, require_scheduled_as_is(services, stored))
+    return release_held(services, campaign_id)
 
 
 def fire(services: Services, campaign_id: str, key: str, now: datetime | None = None) -> str:
-    """What a job does when its instant comes; returns the step's new status."""
-    outbox = services.outbox
-    step = outbox.step_by_key(campaign_id, key)
+    """What a job does when its instant comes; returns the step's new status. Nothing
+    it meets raises: a step that cannot fire is held or failed with its reason."""
+    step = services.outbox.step_by_key(campaign_id, key)
     if step is None or step.status not in ("scheduled", "held"):
         return step.status if step else "missing"
-    now = now or services.clock()
+    try:
+        return _fire(services, step, now or services.clock())
+    except OutreachError as exc:
+        services.outbox.set_step_status(step.id, "held", f"held at its time: {exc.message}")
+        return "held"
+
+
+def _fire(services: Services, step: StepInfo, now: datetime) -> str:
+    outbox = services.outbox
+    campaign_id = step.campaign
     problem = approval_problem(services, campaign_id)
     if problem:
         outbox.set_step_status(step.id, "held", f"held at its time: {problem}")
         return "held"
+    embargo = embargo_of(step)
+    due = step if embargo is None or embargo <= step.send_at else replace(step, send_at=embargo)
     settings = step.settings
     if step.channel != "email":
         from outreach.posting import prepare
@@ -262,8 +309,9 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
         except OutreachError as exc:
             outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
             return "failed"
-        count = services.posts.materialize(step, items)
-        return _go(services, step, f"fired: {count} {'post(s)' if step.channel == 'x' else 'release'}")
+        count = services.posts.materialize(due, items)
+        return _go(services, step, f"fired: {count} {'post(s)' if step.channel == 'x' else 'release'}"
+                   + _held_note(due, step))  # fmt: skip
     audience = step.audience
     if settings.get("local"):
         wave = Wave(settings["wave"], parse_launch_text(settings["wave_launch"]), "")
@@ -281,13 +329,20 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
         audience = " ".join(p for p in (settings["base"], zone_term(mine)) if p)
         outbox.update_step(step.id, audience=audience)
         step = outbox.step(step.id)
+        due = replace(due, audience=audience)
     # Other firings of the same plan step (zone groups, or times before a reschedule)
     # may have reached some of these contacts already: nobody gets it twice.
     siblings = [s.id for s in outbox.steps(campaign_id) if s.id != step.id
                 and s.settings.get("plan_step") == settings.get("plan_step")
                 and s.settings.get("wave") == settings.get("wave")]  # fmt: skip
-    count = outbox.materialize(step, exclude_steps=siblings)
-    return _go(services, step, f"fired: {count} deliveries")
+    count = outbox.materialize(due, exclude_steps=siblings)
+    return _go(services, step, f"fired: {count} deliveries" + _held_note(due, step))
+
+
+def _held_note(due: StepInfo, step: StepInfo) -> str:
+    if due.send_at == step.send_at:
+        return ""
+    return f"; due at the embargo, {due.send_at:%Y-%m-%d %H:%M} UTC, not before"
 
 
 def _go(services: Services, step: StepInfo, reason: str) -> str:
@@ -348,12 +403,16 @@ def promote_waiting(services: Services) -> int:
 
 def record_missed(services: Services, event: JobExecutionEvent) -> None:
     campaign_id, _sep, key = event.job_id.partition(":")
+    _missed(services, campaign_id, key, event.scheduled_run_time, datetime.now(UTC))
+
+
+def _missed(services: Services, campaign_id: str, key: str, due: datetime, now: datetime) -> None:
     step = services.outbox.step_by_key(campaign_id, key)
     if step is not None and step.status == "scheduled":
-        late = datetime.now(UTC) - event.scheduled_run_time
+        late = now - due
         services.outbox.set_step_status(
             step.id, "missed",
-            f"missed: due at {event.scheduled_run_time:%Y-%m-%d %H:%M} UTC, the sender was not running "
+            f"missed: due at {due:%Y-%m-%d %H:%M} UTC, the sender was not running "
             f"and {late.total_seconds() / 60:.0f} min is more than its misfire grace "
             f"({timedelta(seconds=step.settings.get('misfire_s', 3600))}); nothing was sent. "
             f"Reschedule it, or send it by hand with outreach send",
@@ -387,6 +446,10 @@ def release_held(
 def pause_campaign(services: Services, campaign_id: str) -> int:
     """Nothing more of the campaign goes out until resumed: firings are held, sending
     steps stop after the messages in flight."""
+    stored = require_campaign(services, campaign_id)
+    if stored["status"] == "cancelled":
+        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
+                         campaign=campaign_id)  # fmt: skip
     services.outbox.set_campaign_status(campaign_id, "paused")
     paused = 0
     for step in services.outbox.steps(campaign_id):
@@ -401,18 +464,28 @@ def resume_campaign(
 ) -> tuple[int, int]:
     """Paused steps (by ``pause`` or an error budget) continue; held firings still
     within their grace fire. Returns (resumed, fired)."""
-    if services.outbox.campaign(campaign_id) is not None and step_key is None:
+    stored = services.outbox.campaign(campaign_id)
+    steps = services.outbox.steps(campaign_id)
+    if stored is None and not steps:  # an ad hoc send's campaign has steps only
+        require_campaign(services, campaign_id)
+    if step_key is not None and step_key not in {s.key for s in steps}:
+        paused = [s.key for s in steps if s.status == "paused"]
+        raise GuardError("unknown_step", f"no step {step_key!r} in {campaign_id}"
+                         + (f" (paused: {', '.join(paused[:10])}{' ...' if len(paused) > 10 else ''})"
+                            if paused else " (none of its steps is paused)"),
+                         hint=f"outreach status {campaign_id} lists its steps", campaign=campaign_id)  # fmt: skip
+    if stored is not None and stored["status"] == "cancelled":
+        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
+                         campaign=campaign_id)  # fmt: skip
+    if stored is not None and step_key is None:
         services.outbox.set_campaign_status(campaign_id, "active")
     resumed = 0
-    for step in services.outbox.steps(campaign_id):
+    for step in steps:
         if step.status == "paused" and (step_key is None or step.key == step_key):
             services.outbox.set_step_status(step.id, "active", "resumed by outreach resume")
             resumed += 1
     fired = 0
-    if (
-        services.outbox.campaign(campaign_id) is not None
-        and approval_problem(services, campaign_id) is None
-    ):
+    if stored is not None and approval_problem(services, campaign_id) is None:
         fired, _missed = release_held(services, campaign_id)
     return resumed, fired
 
@@ -422,6 +495,8 @@ def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
     deliveries skipped (logged). Returns (steps, deliveries)."""
     if services.outbox.campaign(campaign_id) is not None:
         services.outbox.set_campaign_status(campaign_id, "cancelled")
+    elif not services.outbox.steps(campaign_id):
+        require_campaign(services, campaign_id)
     editor = make_scheduler(services)
     editor.start(paused=True)
     steps = skipped = 0
@@ -440,6 +515,51 @@ def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
     finally:
         editor.shutdown()
     return steps, skipped
+
+
+def finish_steps(services: Services) -> int:
+    """Active steps with nothing left to send (every delivery sent, failed or skipped)
+    become done. Returns how many."""
+    finished = 0
+    for step in services.outbox.steps():
+        if step.status != "active":
+            continue
+        counts = services.outbox.counts(step_id=step.id)
+        if any(counts.get(k) for k in ("queued", "deferred", "sending", "uncertain")):
+            continue
+        summary = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "nothing to send"
+        services.outbox.set_step_status(step.id, "done", f"done: {summary}")
+        finished += 1
+    return finished
+
+
+def settle(services: Services) -> int:
+    """Steps waiting for others that are complete go on; finished steps are done."""
+    return promote_waiting(services) + finish_steps(services)
+
+
+def fire_due(services: Services, now: datetime | None = None) -> int:
+    """Fire every stored job that is due now, in this thread (``run --until-idle``);
+    a job later than its misfire grace is recorded missed. Returns how many fired."""
+    now = now or services.clock()
+    editor = make_scheduler(services)
+    editor.start(paused=True)
+    fired = 0
+    try:
+        for job in editor.get_jobs():
+            if job.next_run_time is None or job.next_run_time > now:
+                continue
+            campaign_id, _sep, key = job.id.partition(":")
+            grace = timedelta(seconds=job.misfire_grace_time or 1)
+            if now - job.next_run_time > grace:
+                _missed(services, campaign_id, key, job.next_run_time, now)
+            else:
+                fire(services, campaign_id, key, now)
+                fired += 1
+            editor.remove_job(job.id)
+    finally:
+        editor.shutdown()
+    return fired
 
 
 def prepare(services: Services) -> None:

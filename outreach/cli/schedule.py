@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from outreach.app import Services
 from outreach.cli.common import State, out_console
 from outreach.domain.errors import OutreachError
 from outreach.plans import load
@@ -28,24 +29,46 @@ def reschedule(
     ctx: typer.Context,
     campaign: Annotated[str, typer.Argument(help="Campaign id.")],
     launch: Annotated[
-        str, typer.Option(help="New launch: '2014-09-08 10:00' (the wave's zone) or with a zone.")
-    ],
+        str | None, typer.Option(help="New launch: '2014-09-08 10:00' (the wave's zone) or with a zone.")
+    ] = None,
     wave: Annotated[
         str, typer.Option(help="Which wave (default: the campaign's launch).")
     ] = "launch",
+    embargo: Annotated[
+        str | None,
+        typer.Option(help="New embargo (default: it keeps its distance from the launch)."),
+    ] = None,
 ) -> None:
-    """Move a launch, and every step not yet sent with it.
+    """Move a launch, and every step not yet sent with it (held and missed ones too).
+    The embargo moves with the campaign's launch unless --embargo gives it; the moved
+    plan is checked again, and it must be approved again.
 
     Example: outreach reschedule cop-2014 --launch "2014-09-08 10:00"
     """
+    from outreach.checks import errors_of
     from outreach.scheduling import reschedule as do_reschedule
 
     state: State = ctx.obj
-    report = do_reschedule(state.services, campaign, launch, wave)
+    if launch is None and embargo is None:
+        raise OutreachError("say what moves: --launch and/or --embargo",
+                            hint=f'outreach reschedule {campaign} --launch "2014-09-08 10:00"')  # fmt: skip
+    services = state.services
+    report = do_reschedule(services, campaign, launch, wave, embargo=embargo, check=errors_of(services))
+    moved = ", ".join(p for p in (f"{wave} moved to {launch}" if launch else "",
+                                  f"embargo moved to {embargo}" if embargo else "") if p)  # fmt: skip
     typer.echo(
-        f"{campaign}: {wave} moved to {launch}; {report.added} firing(s) at new times, "
+        f"{campaign}: {moved}; {report.added} firing(s) at new times, "
         f"{report.cancelled} old ones removed, {report.fired} already fired (left as they are)"
     )
+    _approval_note(services, campaign)
+
+
+def _approval_note(services: Services, campaign: str) -> None:
+    from outreach.scheduling import approval_problem
+
+    problem = approval_problem(services, campaign)
+    if problem:
+        out_console().print(f"[yellow]nothing will be sent yet:[/] {escape(problem)}")
 
 
 def pause(
@@ -92,21 +115,19 @@ def schedule(
 
     Example: outreach schedule schedules/cop-guidelines-2014.yaml
     """
-    from outreach.scheduling import approval_problem
+    from outreach.checks import errors_of
     from outreach.scheduling import schedule as do_schedule
 
     state: State = ctx.obj
     services = state.services
-    report = do_schedule(services, file)
+    report = do_schedule(services, file, check=errors_of(services))
     plan = load(file)
     console = out_console()
     console.print(
         f"{plan.campaign.id}: {report.added} firing(s) added, {report.replaced} changed, {report.kept} unchanged, "
         f"{report.cancelled} cancelled, {report.fired} already fired (left as they are)"
     )
-    problem = approval_problem(services, plan.campaign.id)
-    if problem:
-        console.print(f"[yellow]nothing will be sent yet:[/] {escape(problem)}")
+    _approval_note(services, plan.campaign.id)
     console.print("'outreach run' fires them at their time")
 
 
@@ -115,24 +136,15 @@ def approve(
     campaign: Annotated[str, typer.Argument(help="Campaign id.")],
     by: Annotated[str, typer.Option("--by", help="Who approves (recorded with the time).")],
 ) -> None:
-    """Approve a campaign as it is now: its plan and every template it uses.
+    """Approve a campaign as it was scheduled: its plan, every template it uses and its
+    launch dates. A change to any of them (or a reschedule) asks for approval again.
 
     Example: outreach approve cop-2014 --by "Sarah Taylor"
     """
-    from outreach.scheduling import plan_hash, release_held
+    from outreach.scheduling import approve_campaign
 
     state: State = ctx.obj
-    services = state.services
-    stored = services.outbox.campaign(campaign)
-    if stored is None:
-        raise OutreachError(
-            f"campaign {campaign} is not scheduled", hint="outreach schedule schedules/PLAN.yaml"
-        )
-    plan_file = Path(stored["plan_file"])
-    services.outbox.approve(
-        campaign, by, plan_hash(services.settings.workspace, plan_file, load(plan_file))
-    )
-    fired, missed = release_held(services, campaign)
+    fired, missed = approve_campaign(state.services, campaign, by)
     typer.echo(
         f"{campaign} approved by {by}"
         + (f"; {fired} held step(s) fired, {missed} too late" if fired or missed else "")
@@ -147,11 +159,14 @@ def status(
 
     Example: outreach status cop-2014
     """
+    from outreach.guards import require_campaign
     from outreach.scheduling import approval_problem, job_id, make_scheduler
 
     state: State = ctx.obj
     services = state.services
     console = out_console()
+    if campaign is not None and not services.outbox.steps(campaign):
+        require_campaign(services, campaign)
     steps = services.outbox.steps(campaign)
     campaigns = sorted(
         {s.campaign for s in steps if s.status != "active" or s.settings.get("plan_step")}

@@ -17,12 +17,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from outreach import guards
 from outreach.app import Services
 from outreach.children import die_with_parent
 from outreach.cli.common import State, err_console, out_console, progress_wanted
 from outreach.domain import audience
 from outreach.domain.campaign import parse_launch
-from outreach.domain.errors import InputFileError, OutreachError
+from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, OutreachError
+from outreach.domain.sender import HINT as SENDER_HINT
+from outreach.domain.sender import sender_problem
 from outreach.plans import plan_files, read_plan
 from outreach.templating import check_templates
 
@@ -58,6 +61,24 @@ def _default_campaign(services: Services) -> str:
     return "adhoc"
 
 
+def _campaign_of(services: Services, given: str | None) -> str:
+    """The campaign an ad hoc send is logged under: the one given (scheduled, or the
+    id of a plan in schedules/), or else the workspace's only plan's, or 'adhoc'."""
+    if given is None:
+        return _default_campaign(services)
+    known = set(services.outbox.campaign_ids())
+    for path in plan_files(services.settings.workspace):
+        with contextlib.suppress(OutreachError):
+            known.add(str((read_plan(path).get("campaign") or {}).get("id") or ""))
+    known.discard("")
+    if given not in known:
+        raise NotFoundError(
+            f"no campaign {given!r}" + (f" (known: {', '.join(sorted(known))})" if known else ""),
+            hint="leave out --campaign to send outside any campaign",
+        )
+    return given
+
+
 def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
            child: bool = False, scheduler: bool = False, share: int = 1) -> None:  # fmt: skip
     """Run the sender in the foreground until idle (or stopped), then return.
@@ -83,9 +104,11 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
     if not child:
         services.outbox.recover()
         if scheduler:
-            from outreach.scheduling import prepare
+            from outreach.scheduling import fire_due, prepare
 
             prepare(services)
+            if until_idle:  # what fell due while nothing ran fires before anything is sent
+                fire_due(services)
         if workers > 1:  # before any thread starts: fork copies only the calling thread
             children = _fork_workers(services, workers - 1, until_idle, share=workers)
 
@@ -124,28 +147,36 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
                 loop.add_signal_handler(sig, stop)
             watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
             jobs = None
-            if scheduler:
-                from outreach.scheduling import promote_waiting
+            if scheduler and not until_idle:
+                from outreach.scheduling import settle
                 from outreach.scheduling import start as start_scheduler
 
                 jobs = start_scheduler(services)
 
                 async def promote() -> None:
                     while True:
-                        await asyncio.to_thread(promote_waiting, services)
+                        await asyncio.to_thread(settle, services)
                         await asyncio.sleep(5)
 
                 promoter = asyncio.create_task(promote())
             failed_here = False
+            if poster is not None:
+                console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
             try:
-                if poster is not None:
-                    console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
-                    await asyncio.gather(
-                        dispatcher.run(stop=halt, until_idle=until_idle, recover=False),
-                        poster.run(stop=halt, until_idle=until_idle),
-                    )
-                else:
-                    await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
+                while True:
+                    if poster is not None:
+                        await asyncio.gather(
+                            dispatcher.run(stop=halt, until_idle=until_idle, recover=False),
+                            poster.run(stop=halt, until_idle=until_idle),
+                        )
+                    else:
+                        await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
+                    if child or halt.is_set() or not until_idle:
+                        break
+                    # steps that waited for what was just sent go on; jobs that fell
+                    # due meanwhile fire: until nothing that is due is left
+                    if not await asyncio.to_thread(_catch_up, services, scheduler):
+                        break
             except BaseException:
                 failed_here = True
                 raise
@@ -180,6 +211,17 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
         raise OutreachError(
             f"{len(failed)} sender process(es) stopped with an error; see the messages above"
         )
+
+
+def _catch_up(services: Services, scheduler: bool) -> int:
+    """Between two rounds of ``--until-idle``: how many steps changed (promoted, done,
+    fired)."""
+    from outreach.scheduling import fire_due, settle
+
+    changed = settle(services)
+    if scheduler:
+        changed += fire_due(services)
+    return changed
 
 
 def _progress(console):  # type: ignore[no-untyped-def]
@@ -259,7 +301,11 @@ def send(
     services = state.services
     expr = audience.and_(audience.parse(where), audience.Term("status", ("active",)))
     services.templates.variants(template, "email")
-    campaign_id = campaign or _default_campaign(services)
+    campaign_id = _campaign_of(services, campaign)
+    guards.require_can_send(services, campaign_id)
+    problem = sender_problem(services.settings.sender or services.campaign(campaign_id).sender)
+    if problem:
+        raise ConfigError(f"{problem}; nothing was queued", hint=SENDER_HINT)
     count = services.contacts.count(expr)
     if count == 0:
         raise OutreachError(

@@ -123,6 +123,13 @@ class SqlOutbox:
                     )
                 )
 
+    def campaign_ids(self) -> list[str]:
+        """Every scheduled campaign's id, and every id an ad hoc send logged under."""
+        with self.engine.connect() as conn:
+            stored = conn.execute(select(campaigns.c.id)).scalars().all()
+            logged = conn.execute(select(steps.c.campaign).distinct()).scalars().all()
+        return sorted({*stored, *logged})
+
     def campaign(self, campaign_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()

@@ -138,3 +138,12 @@ class SqlPosts:
             conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
             conn.execute(insert(delivery_events).values(
                 step_id=row["step_id"], delivery_id=row["id"], at=now, event=event, detail=detail))  # fmt: skip
+            if status == "queued":  # a finished step is sending again
+                reopened = conn.execute(
+                    update(steps).where(steps.c.id == row["step_id"], steps.c.status == "done")
+                    .values(status="active")
+                ).rowcount
+                if reopened:
+                    conn.execute(insert(delivery_events).values(
+                        step_id=row["step_id"], delivery_id=None, at=now, event="active",
+                        detail={"reason": f"delivery {row['id']} queued again"}))  # fmt: skip

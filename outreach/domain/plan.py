@@ -438,15 +438,14 @@ def timeline(plan: Plan, zone_counts: Callable[[str], Mapping[str | None, int]])
             merged: dict[datetime, tuple[list[str], list[str], datetime | None]] = {}
             for at, zones, term in groups:
                 clamped = None
-                if step.public and at < embargo:
-                    if step.not_before_embargo:
-                        clamped, at = at, embargo
-                    else:
-                        for zone_name in zones or (str(wave.zone),):
-                            zone = ZoneInfo(zone_name)
-                            out.breaches.append(
-                                EmbargoBreach(step.id, zone_name, at.astimezone(zone), at, embargo)
-                            )
+                if at < embargo and step.not_before_embargo:
+                    clamped, at = at, embargo  # held to the embargo, public or not
+                elif at < embargo and step.public:
+                    for zone_name in zones or (str(wave.zone),):
+                        zone = ZoneInfo(zone_name)
+                        out.breaches.append(
+                            EmbargoBreach(step.id, zone_name, at.astimezone(zone), at, embargo)
+                        )
                 group = merged.setdefault(at, ([], [], clamped))
                 group[0].extend(zones)
                 group[1].append(term)
@@ -465,16 +464,21 @@ def timeline(plan: Plan, zone_counts: Callable[[str], Mapping[str | None, int]])
 
 def with_launches(plan: Plan, overrides: Mapping[str, datetime]) -> Plan:
     """The plan with some waves launching at other moments (``reschedule``); the
-    first wave's moment is the campaign's launch, and the embargo moves with it."""
+    first wave's moment is the campaign's launch. The embargo keeps its distance from
+    the launch (in elapsed time, whatever zone each is written in), unless an
+    ``embargo`` override gives it."""
     if not overrides:
         return plan
     waves = tuple(replace(w, launch=overrides.get(w.id, w.launch)) for w in plan.waves)
     campaign = plan.campaign
     embargo = plan.embargo
     if "launch" in overrides:
-        shift = overrides["launch"] - plan.campaign.launch
-        campaign = replace(campaign, launch=overrides["launch"])
-        embargo = plan.embargo + shift
+        moved = overrides["launch"]
+        campaign = replace(campaign, launch=moved)
+        before = plan.campaign.launch.astimezone(UTC) - plan.embargo.astimezone(UTC)
+        embargo = (moved.astimezone(UTC) - before).astimezone(plan.embargo.tzinfo)
+    if "embargo" in overrides:
+        embargo = overrides["embargo"]
     return replace(plan, waves=waves, campaign=campaign, embargo=embargo)
 
 

@@ -1,0 +1,171 @@
+"""The rules every path to the outbox obeys. ``schedule``, ``approve``,
+``reschedule``, ``send``, ``rehearse`` and the moment a step fires all ask here:
+
+- a plan with check errors is not scheduled (nor rehearsed, nor moved);
+- nothing of a campaign goes out unless it is active and approved as it stands
+  (its plan file, the templates it uses, and its reschedules);
+- a public delivery is never due before the embargo;
+- an unknown campaign is an error that lists the known ones.
+
+Errors carry a ``code`` and the facts; the CLI phrases them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from outreach.domain.errors import NotFoundError, OutreachError
+from outreach.domain.plan import Plan
+
+if TYPE_CHECKING:
+    from outreach.app import Services
+    from outreach.ports import StepInfo
+
+
+class GuardError(OutreachError):
+    """A guard refuses: ``code`` says which rule, ``facts`` the details."""
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None, **facts: Any) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+        self.facts = facts
+
+
+# -- approval: of the plan file, the templates it uses and the reschedules ---------------
+
+
+def plan_hash(workspace: Path, plan_file: Path, plan: Plan) -> str:
+    """A hash of the plan file and of every template file it can use (the named
+    templates, their language variants, layouts and partials)."""
+    digest = hashlib.sha256(plan_file.read_bytes())
+    root = workspace / "templates"
+    used = {s.template for s in plan.steps}
+    for path in sorted(root.rglob("*.j2")) if root.is_dir() else []:
+        rel = path.relative_to(root)
+        if rel.parts[0] in ("_layouts", "_partials") or path.name.split(".")[0] in used:
+            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def approval_key(files_hash: str, overrides: Mapping[str, str] | None) -> str:
+    """What an approval is of: the files' hash, and the moved launches if any (a
+    reschedule asks for approval again)."""
+    if not overrides:
+        return files_hash
+    moved = json.dumps(dict(overrides), sort_keys=True)
+    return hashlib.sha256(f"{files_hash}\0{moved}".encode()).hexdigest()
+
+
+def current_key(services: Services, stored: Mapping[str, Any]) -> str:
+    """The approval key of the campaign's files as they are now (OutreachError when
+    the plan file is gone or broken)."""
+    from outreach.plans import load
+
+    plan_file = Path(stored["plan_file"])
+    if not plan_file.is_file():
+        raise GuardError("plan_missing", f"the plan file {plan_file} of {stored['id']} is gone",
+                         hint="put it back, or schedule the campaign again from where it is now",
+                         campaign=stored["id"], plan_file=str(plan_file))  # fmt: skip
+    files = plan_hash(services.settings.workspace, plan_file, load(plan_file))
+    return approval_key(files, stored.get("overrides"))
+
+
+def campaign_ids(services: Services) -> list[str]:
+    return services.outbox.campaign_ids()
+
+
+def require_campaign(services: Services, campaign_id: str) -> dict[str, Any]:
+    """The stored campaign, or an error that lists the known ones."""
+    stored = services.outbox.campaign(campaign_id)
+    if stored is None:
+        known = campaign_ids(services)
+        raise NotFoundError(
+            f"no campaign {campaign_id!r} is scheduled"
+            + (f" (scheduled: {', '.join(known)})" if known else " (none is scheduled yet)"),
+            hint="outreach schedule schedules/PLAN.yaml stores one; outreach status lists them",
+        )
+    return stored
+
+
+def approval_problem(services: Services, campaign_id: str) -> str | None:
+    """Why the campaign may not send now, or None."""
+    campaign = services.outbox.campaign(campaign_id)
+    if campaign is None:
+        return f"campaign {campaign_id} is not scheduled"
+    if campaign["status"] != "active":
+        return f"campaign {campaign_id} is {campaign['status']}"
+    if not campaign["approved_hash"]:
+        return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
+    try:
+        current = current_key(services, campaign)
+    except OutreachError as exc:
+        return exc.message
+    if current != campaign["approved_hash"]:
+        what = "the plan, a template or a launch"
+        return (f"{what} of {campaign_id} changed since {campaign['approved_by']} approved it "
+                f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
+    return None
+
+
+def require_scheduled_as_is(services: Services, stored: Mapping[str, Any]) -> str:
+    """The approval key of what was scheduled, refusing when the files have changed
+    since (what is approved is what was checked)."""
+    current = current_key(services, stored)
+    scheduled = approval_key(stored["plan_hash"], stored.get("overrides"))
+    if current != scheduled:
+        raise GuardError(
+            "changed_since_schedule",
+            f"the plan or a template of {stored['id']} changed since it was scheduled; "
+            "what is approved must be what was checked",
+            hint=f"outreach schedule {stored['plan_file']} (it checks them), then approve",
+            campaign=stored["id"],
+        )
+    return current
+
+
+# -- plans ---------------------------------------------------------------------------
+
+
+def require_clean(errors: list[str], *, action: str, source: str) -> None:
+    """A plan with check errors is not scheduled, moved or rehearsed."""
+    if errors:
+        shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise GuardError(
+            "plan_has_errors", f"{source}: {len(errors)} error(s); nothing was {action}:\n  {shown}",
+            hint=f"fix them; outreach plan check {source} shows them all", errors=errors,
+        )  # fmt: skip
+
+
+# -- ad hoc sends --------------------------------------------------------------------
+
+
+def require_can_send(services: Services, campaign_id: str) -> None:
+    """An ad hoc send into a scheduled campaign obeys its state and its approval."""
+    if services.outbox.campaign(campaign_id) is None:
+        return  # a campaign that was never scheduled has no state or approval yet
+    problem = approval_problem(services, campaign_id)
+    if problem:
+        raise GuardError("campaign_not_sendable", f"nothing was queued: {problem}",
+                         campaign=campaign_id)  # fmt: skip
+
+
+# -- the embargo at firing time -------------------------------------------------------
+
+
+def embargo_of(step: StepInfo) -> datetime | None:
+    """The embargo a public step (or one held to it) may not go out before."""
+    text = step.settings.get("embargo")
+    if not text or not (step.settings.get("public") or step.settings.get("not_before")):
+        return None
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def due_at(step: StepInfo, now: datetime) -> datetime:
+    """When a fired step's deliveries fall due: now, or the embargo if that is later."""
+    embargo = embargo_of(step)
+    return embargo if embargo is not None and embargo > now else now
