@@ -268,6 +268,13 @@ def test_run_until_idle_drains_what_fell_due_while_nothing_ran(services: Service
     ])  # fmt: skip
     cli("schedule", str(path))
     cli("approve", "soon", "--by", "T")
+    other = ws / "schedules" / "other.yaml"  # a second campaign whose plan file goes away
+    _soon(other, launch, [{"id": "note", "channel": "email", "template": "cop-partner",
+                           "audience": "kind:partner", "at": "T-1m"}])  # fmt: skip
+    other.write_text(other.read_text().replace("id: soon", "id: other"))
+    cli("schedule", str(other))
+    cli("approve", "other", "--by", "T")
+    other.unlink()
     due = services.outbox.steps("soon")[0].send_at
     while datetime.now(UTC) < due + timedelta(seconds=1):  # due while nothing runs
         time.sleep(0.2)
@@ -278,6 +285,7 @@ def test_run_until_idle_drains_what_fell_due_while_nothing_ran(services: Service
     )
     assert [s.status for s in services.outbox.steps("soon")] == ["done", "done"]
     assert "done" in cli("status", "soon").stdout
-    # a plan file that is gone stops nothing: its step is held with the reason
-    path.unlink()
-    cli("run", "--until-idle")
+    # the plan file that is gone stopped nothing: its step is held with the reason
+    note = services.outbox.steps("other")[0]
+    assert note.status == "held" and services.outbox.counts(campaign="other") == {}
+    assert "is gone" in services.outbox.events(step_key=note.key, event="held")[0]["detail"]["reason"]
