@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
 from outreach.db.posts import SqlPosts
 from outreach.dispatch import Dispatcher, SendPolicy, Stats
-from outreach.domain.campaign import CampaignInfo
+from outreach.domain.campaign import CampaignInfo, parse_launch
+from outreach.domain.errors import OutreachError
 from outreach.links import Links
-from outreach.plans import plan_files, read_plan
+from outreach.plans import scan_plans
 from outreach.ports import Clock, ContactStore, Outbox, PostChannel
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
@@ -36,6 +38,7 @@ class Services:
     outbox: Outbox
     clock: Clock = utcnow
     _campaigns: dict[str, CampaignInfo] = field(default_factory=dict)
+    _plans_errors: dict[str, OutreachError] | None = None  # None: schedules/ not read yet
 
     def close(self) -> None:
         self.engine.dispose()
@@ -52,7 +55,7 @@ class Services:
         credentials = None if local else XCredentials.from_env(self.settings.x_env)
         if credentials is None:
             return XFile(self.settings.state_dir / "x" / "posts.jsonl")
-        return XApi(credentials, self.settings.workspace / "media")
+        return XApi(credentials, self.media)
 
     def newsroom(self) -> Newsroom:
         folder, url = self.settings.newsroom
@@ -64,32 +67,38 @@ class Services:
 
     @cached_property
     def templates(self) -> TemplateLibrary:
-        return TemplateLibrary(self.settings.workspace / "templates")
+        return TemplateLibrary(self.settings.workspace / "templates", media=self.media)
+
+    @property
+    def media(self) -> Path:
+        """The images X posts attach (``image: FILE`` in a template)."""
+        return self.settings.workspace / "media"
 
     @cached_property
     def links(self) -> Links:
         return Links(self.settings)
 
     def campaign(self, campaign_id: str) -> CampaignInfo:
-        """The campaign of that id from schedules/, or a bare one for ad-hoc sends."""
-        if not self._campaigns:
-            from outreach.domain.campaign import campaign_from_plan
-
-            for path in plan_files(self.settings.workspace):
-                info = campaign_from_plan(read_plan(path), source=str(path))
+        """The campaign of that id from schedules/, or a bare one for ad-hoc sends.
+        A plan that cannot be read is skipped, unless it is the one asked for (its
+        campaign id can be read): then its error is raised."""
+        if self._plans_errors is None:
+            self._plans_errors = {}
+            for entry in scan_plans(self.settings.workspace):
+                if entry.campaign is None:
+                    if entry.campaign_id and entry.error is not None:
+                        self._plans_errors.setdefault(entry.campaign_id, entry.error)
+                    continue
+                info = entry.campaign
                 stored = self.outbox.campaign(info.id)
                 moved = (stored or {}).get("overrides", {}).get("launch")
                 if moved:  # rescheduled: templates show the new launch
-                    from dataclasses import replace
-
-                    from outreach.domain.campaign import parse_launch
-
                     info = replace(info, launch=parse_launch(moved, source="launch"))
                 self._campaigns[info.id] = info
         if campaign_id in self._campaigns:
             return self._campaigns[campaign_id]
-        from datetime import UTC, datetime
-
+        if campaign_id in self._plans_errors:
+            raise self._plans_errors[campaign_id]
         return CampaignInfo(campaign_id, campaign_id, datetime.now(UTC))
 
     @contextmanager

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from outreach.domain.campaign import CampaignInfo, campaign_from_plan
-from outreach.domain.errors import InputFileError
+from outreach.domain.errors import InputFileError, OutreachError
 from outreach.domain.plan import Plan, load_plan
 
 
@@ -69,14 +70,148 @@ def load(path: Path) -> Plan:
     return load_plan(data, source=str(path), line_of=line_of)
 
 
-def campaign_for(workspace: Path, path: Path | None = None) -> CampaignInfo:
-    """The campaign of ``path``, or of the workspace's only plan."""
-    if path is None:
-        found = plan_files(workspace)
-        if len(found) != 1:
-            raise InputFileError(
-                f"{'no plan' if not found else f'{len(found)} plans'} in {workspace / 'schedules'}",
-                hint="say which with --campaign schedules/NAME.yaml",
-            )
-        path = found[0]
-    return campaign_from_plan(read_plan(path), source=str(path))
+@dataclass(frozen=True)
+class PlanEntry:
+    """One file of ``schedules/``: its campaign, or why it cannot be read."""
+
+    path: Path
+    data: dict[str, Any] | None = None  # the YAML, when it parses
+    campaign: CampaignInfo | None = None
+    error: OutreachError | None = None
+
+    @property
+    def campaign_id(self) -> str | None:
+        """The campaign's id, even from a plan whose other fields are wrong."""
+        if self.campaign is not None:
+            return self.campaign.id
+        head = (self.data or {}).get("campaign")
+        return str(head["id"]) if isinstance(head, dict) and head.get("id") else None
+
+    def uses(self, template: str) -> bool:
+        """Whether a step of this plan uses ``template`` (``NAME`` or ``NAME.KIND``)."""
+        name, kind = _template_name(template)
+        steps = (self.data or {}).get("steps")
+        return isinstance(steps, list) and any(
+            isinstance(s, dict) and str(s.get("template")) == name
+            and (kind is None or s.get("channel") == kind)
+            for s in steps
+        )  # fmt: skip
+
+    def info(self) -> CampaignInfo:
+        """The campaign, or the error that kept the plan from being read."""
+        if self.campaign is None:
+            assert self.error is not None
+            raise self.error
+        return self.campaign
+
+    def describe(self) -> str:
+        what = f"campaign {self.campaign_id}" if self.campaign_id else "unreadable"
+        return f"schedules/{self.path.name} ({what})"
+
+
+def _template_name(template: str) -> tuple[str, str | None]:
+    if "." in template and template.rsplit(".", 1)[1] in ("email", "x", "press"):
+        name, kind = template.rsplit(".", 1)
+        return name, kind
+    return template, None
+
+
+def read_entry(path: Path) -> PlanEntry:
+    """``path`` read as far as it can be: an error is kept, not raised."""
+    try:
+        data = read_plan(path)
+    except OutreachError as exc:
+        return PlanEntry(path, error=exc)
+    try:
+        return PlanEntry(path, data, campaign_from_plan(data, source=str(path)))
+    except OutreachError as exc:
+        return PlanEntry(path, data, error=exc)
+
+
+def scan_plans(workspace: Path) -> list[PlanEntry]:
+    """Every plan of the workspace, readable or not."""
+    return [read_entry(path) for path in plan_files(workspace)]
+
+
+def _listing(entries: list[PlanEntry]) -> str:
+    return ", ".join(e.describe() for e in entries) or "none"
+
+
+def _by_choice(workspace: Path, choice: str) -> PlanEntry:
+    """``--campaign``: a plan file (as given, inside the workspace or in schedules/),
+    a campaign id, or a plan's name without ``.yaml``."""
+    for path in (Path(choice), workspace / choice, workspace / "schedules" / choice):
+        if path.is_file():
+            return read_entry(path)
+    if choice.endswith((".yaml", ".yml")) or "/" in choice or "\\" in choice:
+        raise InputFileError(f"{choice}: no such plan file")
+    entries = scan_plans(workspace)
+    found = [e for e in entries if e.campaign_id == choice] or [
+        e for e in entries if e.path.stem == choice
+    ]
+    if len(found) > 1:
+        raise InputFileError(
+            f"{len(found)} plans have the campaign id {choice!r}: "
+            + ", ".join(e.path.name for e in found),
+            hint="give the plan file instead: --campaign schedules/NAME.yaml",
+        )
+    if not found:
+        raise InputFileError(
+            f"no plan in {workspace / 'schedules'} has the campaign id {choice!r}",
+            hint=f"plans: {_listing(entries)}; --campaign takes a campaign id or a plan file",
+        )
+    return found[0]
+
+
+def find_plan(workspace: Path, choice: str | Path | None = None, *, template: str | None = None,
+              entries: list[PlanEntry] | None = None) -> PlanEntry | None:  # fmt: skip
+    """The plan a command works with: the one ``choice`` names (a plan file or a
+    campaign id), else the workspace's only plan, else the one plan whose steps use
+    ``template``. None when ``schedules/`` holds no plan; an error listing the plans
+    when several could be meant. ``entries``: the plans, if already scanned."""
+    if choice is not None:
+        return _by_choice(workspace, str(choice))
+    entries = scan_plans(workspace) if entries is None else entries
+    if len(entries) <= 1:
+        return entries[0] if entries else None
+    readable = [e for e in entries if e.data is not None]
+    users = [e for e in readable if template and e.uses(template)]
+    if len(users) == 1:
+        return users[0]
+    if not template:
+        why = "say which campaign is meant"
+    elif users:
+        why = f"{len(users)} of them use {template}: say which campaign it is for"
+    else:
+        why = f"none of them uses {template}: say which campaign it is for"
+    ids = sorted({e.campaign_id for e in (users or readable) if e.campaign_id})
+    raise InputFileError(
+        f"{len(entries)} plans in {workspace / 'schedules'}; {why}",
+        hint="give " + " or ".join(f"--campaign {i}" for i in ids or ["schedules/NAME.yaml"])
+        + f"; plans: {_listing(entries)}",
+    )
+
+
+def campaign_for(workspace: Path, choice: str | Path | None = None, *,
+                 template: str | None = None) -> CampaignInfo:  # fmt: skip
+    """The campaign of the plan ``find_plan`` finds; its error if it cannot be read."""
+    entry = find_plan(workspace, choice, template=template)
+    if entry is None:
+        raise InputFileError(
+            f"no plan in {workspace / 'schedules'}",
+            hint="write one (see schedules/ in the sample workspace), or give --campaign FILE",
+        )
+    return entry.info()
+
+
+def default_campaign_id(workspace: Path, template: str) -> str | None:
+    """The campaign an ad-hoc send of ``template`` belongs to: the only plan's, or that
+    of the one plan whose steps use it. None when there is no plan; an error naming
+    the campaign ids when several plans could be meant."""
+    entry = find_plan(workspace, template=template)
+    if entry is None:
+        return None
+    if entry.campaign_id is None:
+        assert entry.error is not None
+        raise entry.error
+    return entry.campaign_id

@@ -26,35 +26,57 @@ from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
 from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, Publisher, StepInfo
-from outreach.templating import TemplateLibrary, render_values
+from outreach.templating import (
+    TemplateFile,
+    TemplateLibrary,
+    missing_image_message,
+    render_values,
+    variant_language,
+)
 
 POST_CHANNELS = ("x", "press")
 
 
+def _x_posts(library: TemplateLibrary, campaign: CampaignInfo, template_name: str,
+             step: dict[str, Any] | None) -> tuple[TemplateFile, list[XPost]]:  # fmt: skip
+    _kind, variants = library.variants(template_name, "x")
+    file = library.pick(variants, campaign.language)
+    template = library.compile(file)
+    assert isinstance(template, XTemplate)
+    return file, template.render(
+        render_values(campaign, step=step, lang=variant_language(file, campaign))
+    )
+
+
 def render_posts(library: TemplateLibrary, campaign: CampaignInfo, template_name: str,
                  step: dict[str, Any] | None = None) -> list[XPost]:  # fmt: skip
-    """An X template's posts for the campaign (in its language; no contact)."""
-    _kind, variants = library.variants(template_name, "x")
-    template = library.compile(library.pick(variants, campaign.language))
-    assert isinstance(template, XTemplate)
-    return template.render(render_values(campaign, step=step))
+    """An X template's posts for the campaign (in its variant's language; no contact)."""
+    return _x_posts(library, campaign, template_name, step)[1]
 
 
 def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) -> list[dict[str, Any]]:
-    """The items of an X or press step, rendered for the campaign (no contact)."""
+    """The items of an X or press step, rendered for the campaign (no contact); an
+    error before anything is posted if a post is too long or an image is missing."""
     about = {"id": step.key, "channel": step.channel, "template": step.template}
     if step.channel == "x":
-        posts = render_posts(library, campaign, step.template, about)
+        file, posts = _x_posts(library, campaign, step.template, about)
         for i, post in enumerate(posts, 1):
             if post.weighted_length > X_MAX_WEIGHTED:
                 raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
-                                    f"counts it; at most {X_MAX_WEIGHTED}", file=f"{step.template}.x.j2")  # fmt: skip
+                                    f"counts it; at most {X_MAX_WEIGHTED}", file=file.rel)  # fmt: skip
+        missing = library.missing_images(posts)
+        if missing:
+            raise TemplateError(missing_image_message(missing[0], library.media), file=file.rel,
+                                hint="put the image in media/, or change the template's image: line")  # fmt: skip
         return [{"text": p.text, "weighted_length": p.weighted_length,
                  "images": [[i.path, i.alt] for i in p.images]} for p in posts]  # fmt: skip
     _kind, variants = library.variants(step.template, "press")
-    template = library.compile(library.pick(variants, campaign.language))
+    file = library.pick(variants, campaign.language)
+    template = library.compile(file)
     assert isinstance(template, PressTemplate)
-    release = template.render(render_values(campaign, step=about))
+    release = template.render(
+        render_values(campaign, step=about, lang=variant_language(file, campaign))
+    )
     wave = step.settings.get("wave")
     name = step.settings.get("plan_step") or step.template
     slug = slugify(f"{campaign.id}-{name}" + (f"-{wave}" if wave and wave != "launch" else ""))

@@ -21,6 +21,7 @@ from outreach.domain.render import (
     Compiled,
     EmailTemplate,
     PressTemplate,
+    XPost,
     XTemplate,
     make_environments,
     text_direction,
@@ -49,9 +50,18 @@ def language_chain(lang: str | None) -> list[str]:
     return ["-".join(parts[:i]) for i in range(len(parts), 0, -1)]
 
 
+def variant_language(file: TemplateFile, campaign: CampaignInfo) -> str:
+    """The language a message made from ``file`` is written in: the variant's own, or
+    the campaign's for the default variant. Its ``lang``, ``dir``, dates and numbers
+    follow it, whatever the contact's language: a contact whose language has no
+    variant gets a message wholly in the language of the one they fall back to."""
+    return file.lang or campaign.language
+
+
 class TemplateLibrary:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, media: Path | None = None) -> None:
         self.root = root
+        self.media = media if media is not None else root.parent / "media"  # images for X posts
         self.text_env, self.html_env = make_environments(FileSystemLoader(str(root)))
         self._compiled: dict[str, Compiled] = {}
         self._files: list[TemplateFile] | None = None
@@ -121,6 +131,10 @@ class TemplateLibrary:
             return variants[None]
         return sorted(variants.values(), key=lambda f: f.lang or "")[0]
 
+    def missing_images(self, posts: Iterable[XPost]) -> list[str]:
+        """The images ``posts`` attach that are not files in the media folder."""
+        return [i.path for p in posts for i in p.images if not (self.media / i.path).is_file()]
+
     def compile(self, file: TemplateFile) -> Compiled:
         if file.rel not in self._compiled:
             if file.kind == "email":
@@ -150,6 +164,11 @@ def render_values(
     urls: dict[str, str] | None = None,
     lang: str | None = None,
 ) -> dict[str, Any]:
+    """What a template sees. ``lang`` is the language of the variant being rendered
+    (``variant_language``): pass it whenever a variant was picked, or a contact
+    without a variant in their language gets the fallback's text with their own
+    language's ``lang``, ``dir``, dates and numbers. Without it: the contact's
+    language, else the campaign's."""
     language = lang or (contact.language if contact else None) or campaign.language
     values: dict[str, Any] = {
         "campaign": campaign.context(contact.timezone if contact else None),
@@ -161,6 +180,10 @@ def render_values(
         values["contact"] = contact_values(contact)
     values.update(urls or {})
     return values
+
+
+def missing_image_message(path: str, media: Path) -> str:
+    return f"image {path!r} is not in the media folder ({media / path} does not exist)"
 
 
 # -- templates check -------------------------------------------------------------
@@ -208,6 +231,23 @@ class CheckReport:
     def add_error(self, exc: TemplateError, fallback: str, contact: str | None = None) -> None:
         self.add("error", exc.file or fallback, exc.detail, line=exc.line, contact=contact)
 
+    def add_problems(self, library: TemplateLibrary) -> None:
+        """Warnings for the files of templates/ that are not named like templates."""
+        library.files()
+        for problem in library.problems:
+            file, _sep, message = problem.partition(": ")
+            if not any(f.template == file and f.message == message for f in self.findings):
+                self.add("warning", file, message)
+
+    def merge(self, other: CheckReport) -> None:
+        """Add the findings of a check of other templates (each finding once)."""
+        for f in other.findings:
+            if not any((g.level, g.template, g.message, g.line) == (f.level, f.template, f.message, f.line)
+                       for g in self.findings):  # fmt: skip
+                self.findings.append(f)
+        self.rendered.update(other.rendered)
+        self.x_lengths.update(other.x_lengths)
+
 
 def check_templates(
     library: TemplateLibrary,
@@ -219,10 +259,7 @@ def check_templates(
 ) -> CheckReport:
     """Compile every template (or those named) and render each against ``contacts``."""
     report = CheckReport()
-    library.files()
-    for problem in library.problems:
-        file, _sep, message = problem.partition(": ")
-        report.add("warning", file, message)
+    report.add_problems(library)
     selected: list[tuple[str, dict[str | None, TemplateFile]]] = []
     wanted = names or [f"{n}.{k}" for n, k in library.names()]
     for name in wanted:
@@ -252,7 +289,7 @@ def check_templates(
                     )
         elif kind == "x":
             for lang, compiled in ok.items():
-                _check_x(report, variants[lang], compiled, campaign)  # type: ignore[arg-type]
+                _check_x(report, library, variants[lang], compiled, campaign)  # type: ignore[arg-type]
         else:
             for lang, compiled in ok.items():
                 _check_press(report, variants[lang], compiled, campaign)  # type: ignore[arg-type]
@@ -267,7 +304,7 @@ def _check_emails(report, library, emails, campaign, contacts, urls_for) -> None
         urls = urls_for(contact) if urls_for else {}
         for name, variants in emails:
             file = library.pick(variants, contact.language)
-            lang = contact.language or campaign.language
+            lang = variant_language(file, campaign)
             if (
                 file.lang is None
                 and contact.language
@@ -302,13 +339,12 @@ def _check_emails(report, library, emails, campaign, contacts, urls_for) -> None
         )
 
 
-def _check_x(
-    report: CheckReport, file: TemplateFile, compiled: XTemplate, campaign: CampaignInfo
-) -> None:
+def _check_x(report: CheckReport, library: TemplateLibrary, file: TemplateFile,
+             compiled: XTemplate, campaign: CampaignInfo) -> None:  # fmt: skip
     try:
-        posts = compiled.render(
-            render_values(campaign, step={"id": "check", "channel": "x"}, lang=file.lang)
-        )
+        posts = compiled.render(render_values(
+            campaign, step={"id": "check", "channel": "x"}, lang=variant_language(file, campaign)
+        ))  # fmt: skip
     except TemplateError as exc:
         report.add_error(exc, file.rel)
         return
@@ -316,6 +352,8 @@ def _check_x(
     report.x_lengths[file.rel] = [p.weighted_length for p in posts]
     if not posts:
         report.add("error", file.rel, "the post is empty")
+    for path in library.missing_images(posts):
+        report.add("error", file.rel, missing_image_message(path, library.media))
     for i, post in enumerate(posts, 1):
         if post.weighted_length > X_MAX_WEIGHTED:
             report.add(
@@ -329,9 +367,9 @@ def _check_press(
     report: CheckReport, file: TemplateFile, compiled: PressTemplate, campaign: CampaignInfo
 ) -> None:
     try:
-        compiled.render(
-            render_values(campaign, step={"id": "check", "channel": "press"}, lang=file.lang)
-        )
+        compiled.render(render_values(
+            campaign, step={"id": "check", "channel": "press"}, lang=variant_language(file, campaign)
+        ))  # fmt: skip
     except TemplateError as exc:
         report.add_error(exc, file.rel)
         return

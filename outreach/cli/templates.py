@@ -11,25 +11,60 @@ import typer
 from rich.markup import escape
 
 from outreach.cli.common import State, out_console, selection
-from outreach.domain.errors import OutreachError
+from outreach.domain.campaign import CampaignInfo
+from outreach.domain.errors import InputFileError, OutreachError
 from outreach.domain.render import X_MAX_WEIGHTED, EmailTemplate, PressTemplate, XTemplate
 from outreach.links import Links
-from outreach.plans import campaign_for
-from outreach.templating import TemplateLibrary, check_templates, render_values
+from outreach.plans import campaign_for, find_plan, scan_plans
+from outreach.templating import (
+    CheckReport,
+    TemplateLibrary,
+    check_templates,
+    missing_image_message,
+    render_values,
+    variant_language,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Check templates before anything is sent.")
 
 CampaignOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--campaign",
-        help="Plan file whose campaign the templates see (default: the only one in schedules/).",
+        help="Campaign id or plan file whose campaign the templates see (default: the only "
+        "plan in schedules/, else the one whose steps use the template).",
     ),
 ]
 
 
 def _library(state: State) -> TemplateLibrary:
-    return TemplateLibrary(state.settings.workspace / "templates")
+    ws = state.settings.workspace
+    return TemplateLibrary(ws / "templates", media=ws / "media")
+
+
+def _by_campaign(state: State, library: TemplateLibrary, names: list[str] | None,
+                 choice: str | None) -> tuple[list[tuple[CampaignInfo, list[str] | None]], list[tuple[str, str]]]:  # fmt: skip
+    """The templates to check, grouped by the campaign each is checked against, and
+    the templates whose campaign is not known (several plans, none or several of
+    which use them): [(campaign, names or None for all)], [(file, why)]."""
+    ws = state.settings.workspace
+    entries = scan_plans(ws)
+    if choice is not None or len(entries) <= 1:
+        return [(campaign_for(ws, choice), names)], []
+    groups: dict[str, tuple[CampaignInfo, list[str]]] = {}
+    undecided: list[tuple[str, str]] = []
+    for name in names or [f"{n}.{k}" for n, k in library.names()]:
+        kind, variants = library.variants(name)
+        file = variants.get(None) or next(iter(variants.values()))
+        try:
+            entry = find_plan(ws, template=f"{file.name}.{kind}", entries=entries)
+        except InputFileError as exc:
+            undecided.append((file.rel, f"{exc.message}; {exc.hint}"))
+            continue
+        assert entry is not None
+        campaign = entry.info()
+        groups.setdefault(campaign.id, (campaign, []))[1].append(name)
+    return list(groups.values()), undecided
 
 
 @app.command("check")
@@ -54,17 +89,22 @@ def check(
     """
     state: State = ctx.obj
     library = _library(state)
-    campaign = campaign_for(state.settings.workspace, campaign_file)
     links = Links(state.settings)
     store = state.services.contacts
-    contacts = store.iterate(selection(None, where, required=False))
-    if sample is not None:
-        contacts = itertools.islice(contacts, sample)
+    groups, undecided = _by_campaign(state, library, names or None, campaign_file)
+    report = CheckReport()
+    for campaign, wanted in groups:
+        contacts = store.iterate(selection(None, where, required=False))
+        if sample is not None:
+            contacts = itertools.islice(contacts, sample)
 
-    def urls_for(contact):  # type: ignore[no-untyped-def]
-        return links.for_contact(campaign.id, "check", contact.id)
+        def urls_for(contact, campaign_id=campaign.id):  # type: ignore[no-untyped-def]
+            return links.for_contact(campaign_id, "check", contact.id)
 
-    report = check_templates(library, campaign, contacts, names=names or None, urls_for=urls_for)
+        report.merge(check_templates(library, campaign, contacts, names=wanted, urls_for=urls_for))
+    report.add_problems(library)
+    for file, why in undecided:
+        report.add("error", file, why)
     console = out_console()
     for file, count in sorted(report.rendered.items()):
         if report.failed(file):
@@ -105,8 +145,9 @@ def preview(
     """
     state: State = ctx.obj
     library = _library(state)
-    campaign = campaign_for(state.settings.workspace, campaign_file)
     kind, variants = library.variants(name)
+    base = next(iter(variants.values())).name
+    campaign = campaign_for(state.settings.workspace, campaign_file, template=f"{base}.{kind}")
     person = None
     if contact:
         person = state.services.contacts.get(contact)
@@ -122,7 +163,8 @@ def preview(
     compiled = library.compile(file)
     step = {"id": "preview", "channel": kind, "template": file.name}
     urls = Links(state.settings).for_contact(campaign.id, "preview", person.id) if person else {}
-    values = render_values(campaign, contact=person, step=step, urls=urls, lang=lang)
+    values = render_values(campaign, contact=person, step=step, urls=urls,
+                           lang=variant_language(file, campaign))  # fmt: skip
     console = out_console()
     console.print(
         f"[bold]{escape(file.rel)}[/] for {escape(contact or 'the campaign')} (language {values['lang']})"
@@ -145,6 +187,8 @@ def preview(
             console.print(escape(post.text))
             if flag:
                 console.print(flag)
+        for path in library.missing_images(posts):
+            console.print(f"[red]{escape(missing_image_message(path, library.media))}[/]")
         html = None
     else:
         assert isinstance(compiled, PressTemplate)

@@ -79,6 +79,10 @@ def text_direction(lang: str) -> str:
 
 
 def _lang(ctx: Context) -> str:
+    """The language the message is written in: the ``lang`` value, which the callers
+    set to the template variant's language (``templating.variant_language``), never
+    to a reader's whose language has no variant. Dates, times, numbers and country
+    names follow it, like the ``lang`` and ``dir`` of the HTML."""
     return ctx.get("lang") or "en"
 
 
