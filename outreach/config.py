@@ -16,6 +16,10 @@ from outreach.domain.errors import ConfigError
 
 SETTINGS_FILE = "outreach.toml"
 STATE_DIR = ".outreach"
+# A folder is a workspace when it has its settings file or one of these folders (the
+# sample in the repository has no settings file; a folder of contacts/ alone keeps a
+# contact store). State (.outreach/) does not count: it is what a workspace makes.
+WORKSPACE_FOLDERS = ("contacts", "templates", "schedules")
 
 # setting -> (environment variable, key in outreach.toml, secret?)
 _SOURCES = {
@@ -88,6 +92,13 @@ class Settings:
         rows.append(("x_credentials", ("***  (" + ", ".join(names) + ")") if names else "",
                      "env" if names else "not set: X posts go to a local file"))  # fmt: skip
         return rows
+
+
+def workspace_markers(folder: Path) -> list[str]:
+    """What makes ``folder`` a workspace, as names ("outreach.toml", "contacts/"...);
+    empty when it is none (or does not exist)."""
+    found = [SETTINGS_FILE] if (folder / SETTINGS_FILE).is_file() else []
+    return found + [f"{name}/" for name in WORKSPACE_FOLDERS if (folder / name).is_dir()]
 
 
 def redact(url: str) -> str:

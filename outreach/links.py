@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from outreach.config import Settings
 
@@ -58,3 +60,45 @@ class Links:
             "unsubscribe_url": self.unsubscribe(campaign, contact_id),
             "view_in_browser_url": self.view_online(campaign, step, contact_id),
         }
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """localhost (and names under .localhost), 127.0.0.0/8, ::1 and ::ffff:127.x."""
+    if not host:
+        return False
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
+def loopback_link_warning(settings: Settings) -> str | None:
+    """A warning when unsubscribe and view-online links would point at this machine
+    (public_url on a loopback address) while mail goes out through a relay elsewhere:
+    recipients could not open them. None when the links are public or the mail stays
+    local (no relay, or a relay on a loopback address)."""
+    if not settings.smtp_url or not is_loopback_host(_host(settings.public_url)):
+        return None
+    relay = _host(settings.smtp_url)
+    if relay is None or is_loopback_host(relay):
+        return None
+    origin = settings.origin.get("public_url", "default")
+    origin = "the default" if origin == "default" else f"from {origin}"
+    return (
+        f"unsubscribe and view-online links point at {settings.public_url} (public_url, {origin}), "
+        f"an address on this machine, while mail goes out through {relay}: recipients cannot "
+        "open them. Set OUTREACH_PUBLIC_URL (or public_url under [web] in outreach.toml) to "
+        "the address where outreach's web pages are served."
+    )

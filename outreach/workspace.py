@@ -1,10 +1,18 @@
-"""``outreach init``: a new, empty workspace."""
+"""``outreach init``: a new workspace that rehearses as it is: a small plan
+(``schedules/my-launch.yaml``), its templates and a dozen invented contacts, copied
+from ``workspace_skeleton/`` in this package, and a commented ``outreach.toml``."""
 
 from __future__ import annotations
 
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from outreach.config import SETTINGS_FILE, workspace_markers
 from outreach.domain.errors import OutreachError
+
+SKELETON = "workspace_skeleton"
+STARTER_PLAN = "schedules/my-launch.yaml"
 
 SETTINGS_TEMPLATE = """\
 # outreach settings for this workspace. Every line is optional.
@@ -45,20 +53,58 @@ GITIGNORE = """\
 FOLDERS = ("contacts", "templates", "templates/_layouts", "schedules", "media")
 
 
+def skeleton_files() -> list[tuple[str, Traversable]]:
+    """(path inside the workspace, the packaged file) for every file of the starter."""
+    found: list[tuple[str, Traversable]] = []
+
+    def walk(folder: Traversable, prefix: str) -> None:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.startswith((".", "__")):
+                continue
+            if entry.is_dir():
+                walk(entry, f"{prefix}{entry.name}/")
+            else:
+                found.append((prefix + entry.name, entry))
+
+    walk(files("outreach").joinpath(SKELETON), "")
+    return found
+
+
 def init_workspace(target: Path) -> list[Path]:
-    """Create folders and files; refuses to touch an existing workspace."""
-    if (target / "outreach.toml").exists():
+    """Create the folders, the starter files and the settings; refuses a folder that
+    is a workspace already, before writing anything."""
+    if (target / SETTINGS_FILE).exists():
         raise OutreachError(
-            f"{target} already has an outreach.toml; it is a workspace already",
+            f"{target} already has an {SETTINGS_FILE}; it is a workspace already",
             hint="choose another folder, or edit the files that are there",
         )
+    if target.exists() and not target.is_dir():
+        raise OutreachError(f"{target} is a file, not a folder", hint="choose another name")
+    in_the_way = [f for f in FOLDERS if (target / f).exists() and not (target / f).is_dir()]
+    if in_the_way:
+        raise OutreachError(
+            f"{target} has a file where init makes a folder: {', '.join(in_the_way)}",
+            hint="move it away, or choose a new folder",
+        )
+    present = workspace_markers(target)
+    if present:
+        raise OutreachError(
+            f"{target} is a workspace already: it has {', '.join(present)}",
+            hint=f"use it as it is (outreach -w {target} ...), or choose a new folder",
+        )
+    starter = skeleton_files()
     created: list[Path] = []
     for folder in FOLDERS:
         path = target / folder
         if not path.exists():
             path.mkdir(parents=True)
             created.append(path)
-    for name, text in (("outreach.toml", SETTINGS_TEMPLATE), (".gitignore", GITIGNORE)):
+    for rel, source in starter:
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+        created.append(path)
+    for name, text in ((SETTINGS_FILE, SETTINGS_TEMPLATE), (".gitignore", GITIGNORE)):
         path = target / name
         if path.exists():
             with path.open("a", encoding="utf-8") as handle:

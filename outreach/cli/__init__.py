@@ -60,7 +60,10 @@ def root(
         typer.Option(
             "--workspace",
             "-w",
-            help="Workspace folder (default: $OUTREACH_WORKSPACE or the current folder).",
+            help="Workspace folder (default: $OUTREACH_WORKSPACE or the current folder): one "
+            "with outreach.toml, contacts/, templates/ or schedules/ ('outreach init DIR' makes "
+            "one). Commands refuse any other folder, except init, config and db; with "
+            "OUTREACH_DATABASE_URL set, contacts, log, deliveries, pause and cancel run anywhere.",
             file_okay=False,
         ),
     ] = None,
@@ -72,7 +75,7 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    ctx.obj = State(workspace, rehearsal)
+    ctx.obj = State(workspace, rehearsal, command=ctx.invoked_subcommand)
 
 
 workspace_cli.register(app)

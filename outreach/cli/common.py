@@ -9,7 +9,13 @@ from pathlib import Path
 from rich.console import Console
 
 from outreach.app import Services, build
-from outreach.config import Settings, load_settings
+from outreach.config import (
+    SETTINGS_FILE,
+    WORKSPACE_FOLDERS,
+    Settings,
+    load_settings,
+    workspace_markers,
+)
 from outreach.domain import audience
 from outreach.domain.errors import OutreachError
 
@@ -28,19 +34,83 @@ def progress_wanted() -> bool:
     return sys.stderr.isatty()
 
 
-class State:
-    """Per-invocation state: settings are read once, services built on first use."""
+# Commands that work in any folder: they make a workspace or a database on purpose
+# (init, db upgrade) or only say which settings apply and where they were looked for.
+ANYWHERE = frozenset({"init", "config", "db"})
+# Commands that use nothing but the database: with OUTREACH_DATABASE_URL set they also
+# run outside a workspace (a machine with the shared database). Every other command
+# reads the workspace's files (templates, plans) or keeps state in its .outreach/.
+DATABASE_ONLY = frozenset({"contacts", "log", "deliveries", "pause", "cancel"})
 
-    def __init__(self, workspace: Path | None, rehearsal: bool = False) -> None:
+_ORIGIN = {
+    "--workspace": "given with -w",
+    "env OUTREACH_WORKSPACE": "from OUTREACH_WORKSPACE",
+    "current folder": "the current folder",
+}
+
+
+def not_a_workspace(
+    settings: Settings, command: str | None, rehearsal: bool
+) -> OutreachError | None:
+    """Why ``command`` may not run in ``settings.workspace``, or None when it may: a
+    folder without outreach.toml, contacts/, templates/ or schedules/ is no workspace,
+    and a command there would only make an empty database in a stray folder. The
+    message names the folder and why; the hint says how to get a workspace."""
+    folder = settings.workspace
+    if workspace_markers(folder):
+        return None
+    explicit_db = settings.origin.get("database_url", "").startswith("env ")
+    if command in DATABASE_ONLY and explicit_db and not rehearsal:
+        return None
+    origin = _ORIGIN.get(settings.origin.get("workspace", ""), "")
+    where = f"{folder} ({origin})" if origin else str(folder)
+    names = [SETTINGS_FILE, *(f"{name}/" for name in WORKSPACE_FOLDERS)]
+    if not folder.exists():
+        message = f"{where} does not exist"
+    else:
+        message = (f"{where} is not an outreach workspace "
+                   f"(it has no {', '.join(names[:-1])} or {names[-1]})")  # fmt: skip
+    hint = "make one with 'outreach init DIR', or name one with -w DIR or OUTREACH_WORKSPACE=DIR"
+    if command in DATABASE_ONLY and not rehearsal:
+        hint += f" (with OUTREACH_DATABASE_URL set, 'outreach {command}' runs in any folder)"
+    return OutreachError(message, hint=hint)
+
+
+class State:
+    """Per-invocation state: settings are read once, services built on first use.
+
+    ``command`` is the top-level command being run: unless it is one that works
+    anywhere, settings (and so the database) are refused outside a workspace."""
+
+    def __init__(
+        self, workspace: Path | None, rehearsal: bool = False, command: str | None = None
+    ) -> None:
         self._workspace = workspace
         self.rehearsal = rehearsal
+        self.command = command
+        self._loaded: Settings | None = None
         self._settings: Settings | None = None
         self._services: Services | None = None
+
+    def _load(self) -> Settings:
+        if self._loaded is None:
+            self._loaded = load_settings(self._workspace)
+        return self._loaded
+
+    def workspace_problem(self) -> OutreachError | None:
+        """Why this command may not run where it was asked to, or None."""
+        return not_a_workspace(self._load(), self.command, self.rehearsal)
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            settings = load_settings(self._workspace)
+            settings = self._load()
+            if self.command not in ANYWHERE:
+                problem = self.workspace_problem()
+                if problem is not None:
+                    raise OutreachError(
+                        f"{problem.message}; nothing was created", hint=problem.hint
+                    )
             self._settings = settings.rehearsal() if self.rehearsal else settings
         return self._settings
 

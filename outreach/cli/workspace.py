@@ -23,30 +23,54 @@ def register(app: typer.Typer) -> None:
 
 
 def init(directory: Annotated[Path, typer.Argument(help="Folder for the new workspace.")]) -> None:
-    """Create a new, empty workspace.
+    """Create a new workspace, with a small example launch to start from.
+
+    The example: a plan (schedules/my-launch.yaml), its email (with a French variant),
+    X and press templates, a dozen invented contacts, and a commented outreach.toml.
+    It rehearses as it is; then put your own in its place. A folder that is a
+    workspace already is refused.
 
     Example: outreach init ~/campaigns/cop-2015
     """
-    from outreach.workspace import init_workspace
+    from outreach.workspace import STARTER_PLAN, init_workspace
 
-    for path in init_workspace(directory):
-        typer.echo(f"created {path}")
+    created = init_workspace(directory)
+    for path in created:
+        if path.is_dir() or path.parent.resolve() == directory.resolve():
+            typer.echo(f"created {path}{'/' if path.is_dir() else ''}")
+    files = [p for p in created if p.is_file() and p.parent.resolve() != directory.resolve()]
+    typer.echo(f"created {len(files)} example files in contacts/, templates/ and schedules/")
     typer.echo(
-        f"next: put CSV files in {directory / 'contacts'} and run "
-        f"'outreach -w {directory} contacts import {directory / 'contacts'}/*.csv'"
+        f"next, in {directory}:\n"
+        f"  outreach contacts import contacts/*.csv\n"
+        f"  outreach plan check {STARTER_PLAN}\n"
+        f"  outreach rehearse {STARTER_PLAN} --speed 1d=5s\n"
+        f"then put your own contacts, words and dates in place of the examples"
     )
 
 
 def config(ctx: typer.Context) -> None:
     """Show the effective settings and where each comes from (secrets redacted).
 
+    Works in any folder: says when the folder is not a workspace, and warns when
+    unsubscribe links would point at this machine while mail goes to a relay.
+
     Example: OUTREACH_SMTP_URL=smtp://u:p@relay:587 outreach config
     """
+    from outreach.links import loopback_link_warning
+
     state: State = ctx.obj
     rows = state.settings.described()
     width = max(len(name) for name, _v, _o in rows)
     for name, value, origin in rows:
         typer.echo(f"{name:<{width}}  {value or '-'}    ({origin})")
+    warning = loopback_link_warning(state.settings)
+    if warning:
+        typer.echo(f"warning: {warning}")
+    problem = state.workspace_problem()
+    if problem is not None:
+        typer.echo(f"note: {problem.message}; commands that need a workspace refuse to run there")
+        typer.echo(f"  hint: {problem.hint}")
 
 
 def db_upgrade(ctx: typer.Context) -> None:
@@ -91,10 +115,12 @@ def demo(
     ctx: typer.Context,
     speed: Annotated[str, typer.Option(help="How much plan time passes per real time.")] = "1w=10s",
 ) -> None:
-    """Rehearse the sample COP 2014 launch end to end, on its own fresh database: the
-    contacts imported, the plan's every step fired on compressed time (a week of the
-    plan in ten seconds), email over SMTP to a local Maildir, the X thread to a file,
-    the press release to a local newsroom; a summary at the end. No credentials needed.
+    """Rehearse the sample COP 2014 launch end to end, on its own fresh database.
+
+    The contacts imported, the plan's every step fired on compressed time (a week of
+    the plan in ten seconds), email over SMTP to a local Maildir, the X thread to a
+    file, the press release to a local newsroom; a summary at the end. No credentials
+    needed. Run it in the outreach repository (its sample campaign).
 
     Example: outreach -w . demo
     """
