@@ -168,7 +168,7 @@ def main() -> None:
         ref_rate = args.rows / ref_time
 
         env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_WORKSPACE": str(work / "ws")}
-        (work / "ws").mkdir()
+        (work / "ws" / "contacts").mkdir(parents=True)
         imp_time, main_rss, tree_peak, out = run_measured(
             [outreach, "contacts", "import", str(csv_path)], env
         )

@@ -45,6 +45,7 @@ def test_export_reimports_to_the_same_store(loaded: Cli, tmp_path: Path) -> None
     exported = tmp_path / "all.csv"
     loaded("contacts", "export", str(exported))
     before = contacts(loaded)
+    (tmp_path / "fresh" / "contacts").mkdir(parents=True)
     fresh = Cli(tmp_path / "fresh")
     fresh("contacts", "import", str(exported))
     after = contacts(fresh)

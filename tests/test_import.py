@@ -250,7 +250,7 @@ def test_parallel_validation_gives_the_same_result_as_inline(tmp_path: Path) -> 
     outputs = []
     for workers in ("0", "2"):
         ws = tmp_path / f"w{workers}"
-        path = write_csv(ws / "big.csv", text)
+        path = write_csv(ws / "contacts" / "big.csv", text)
         cli = Cli(ws)
         out = cli("contacts", "import", str(path), "--workers", workers).stdout
         outputs.append(
@@ -313,7 +313,7 @@ def test_an_import_killed_half_way_leaves_the_store_as_it_was(tmp_path: Path) ->
 
     ws = tmp_path / "ws"
     rows = "".join(f"p{i}@org{i % 97}.example.org,Person {i},FJ,\"a, b{i % 5}\"\n" for i in range(150_000))
-    path = write_csv(ws / "many.csv", "email,name,country,tags\n" + rows)
+    path = write_csv(ws / "contacts" / "many.csv", "email,name,country,tags\n" + rows)
     exe = str(Path(sys.executable).with_name("outreach"))
     env = {**os.environ, "OUTREACH_DATABASE_URL": ""}
     proc = subprocess.Popen([exe, "-w", str(ws), "contacts", "import", str(path)], env=env,
@@ -437,7 +437,7 @@ def test_addresses_met_again_in_a_later_block_update_what_was_inserted(tmp_path:
     rows += [f"user{i}@example.org,User {i},first" for i in range(6000)]
     rows += [f"USER{i}@example.org,Renamed {i},second" for i in range(0, 6000, 2)]  # later blocks
     ws = tmp_path / "ws"
-    path = write_csv(ws / "again.csv", "\n".join(rows) + "\n")
+    path = write_csv(ws / "contacts" / "again.csv", "\n".join(rows) + "\n")
     cli = Cli(ws)
     out = cli("contacts", "import", str(path), "--workers", "2").stdout
     assert _counts(out) == {"inserted": 6000, "updated": 3000, "unchanged": 0, "rejected": 0}

@@ -26,6 +26,7 @@ from outreach.domain.campaign import parse_launch
 from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, OutreachError
 from outreach.domain.sender import HINT as SENDER_HINT
 from outreach.domain.sender import sender_problem
+from outreach.links import loopback_link_warning
 from outreach.plans import plan_files, read_plan
 from outreach.templating import check_templates
 
@@ -299,6 +300,7 @@ def send(
     """
     state: State = ctx.obj
     services = state.services
+    _warn_links(services)
     expr = audience.and_(audience.parse(where), audience.Term("status", ("active",)))
     services.templates.variants(template, "email")
     campaign_id = _campaign_of(services, campaign)
@@ -374,7 +376,15 @@ def run(
     Example: outreach run
     """
     state: State = ctx.obj
+    _warn_links(state.services)
     _drain(state.services, label="sending", until_idle=until_idle, workers=workers, scheduler=True)
+
+
+def _warn_links(services: Services) -> None:
+    """Unsubscribe and view links on this machine while mail goes to a real relay."""
+    warning = loopback_link_warning(services.settings)
+    if warning:
+        err_console().print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def log(
