@@ -289,3 +289,9 @@ def test_run_until_idle_drains_what_fell_due_while_nothing_ran(services: Service
     note = services.outbox.steps("other")[0]
     assert note.status == "held" and services.outbox.counts(campaign="other") == {}
     assert "is gone" in services.outbox.events(step_key=note.key, event="held")[0]["detail"]["reason"]
+
+
+def test_an_error_shows_field_paths_as_written(cli: Cli, plan: str) -> None:
+    path = Path(plan)
+    _edit_plan(path, lambda d: _step(d, "industry-email").pop("not_before"))
+    assert "steps[industry-email] fires at" in cli("schedule", plan, ok=False).output

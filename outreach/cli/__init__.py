@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from outreach import __version__
@@ -28,9 +29,10 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except OutreachError as exc:
-            err_console().print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            # the message is text, never markup: "steps[industry-email]" stays as it is
+            err_console().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             if exc.hint:
-                err_console().print(f"  [yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console().print(f"  [yellow]hint:[/] {escape(exc.hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
 
