@@ -205,13 +205,16 @@ def campaign_for(workspace: Path, choice: str | Path | None = None, *,
 
 
 def default_campaign_id(workspace: Path, template: str) -> str | None:
-    """The campaign an ad-hoc send of ``template`` belongs to: the only plan's, or that
-    of the one plan whose steps use it. None when there is no plan; an error naming
-    the campaign ids when several plans could be meant."""
-    entry = find_plan(workspace, template=template)
+    """The campaign an ad hoc send of ``template`` (``NAME`` or ``NAME.KIND``) is
+    logged under when none is given: the only plan's, or that of the one plan whose
+    steps use the template. None (outside any campaign) when there is no plan, or
+    several and none uses it; an error naming the campaign ids when several do."""
+    entries = scan_plans(workspace)
+    if len(entries) > 1 and not any(e.data is not None and e.uses(template) for e in entries):
+        return None
+    entry = find_plan(workspace, template=template, entries=entries)
     if entry is None:
         return None
     if entry.campaign_id is None:
-        assert entry.error is not None
-        raise entry.error
+        return entry.info().id  # raises the plan's error
     return entry.campaign_id

@@ -227,20 +227,35 @@ def test_a_broken_plan_breaks_only_what_names_it(sample_ws: Cli) -> None:
 
 
 def test_default_campaign_id_for_an_ad_hoc_send(tmp_path: Path) -> None:
+    """What ``outreach send`` logs a send under when no --campaign is given."""
     ws = _workspace(tmp_path)
     assert default_campaign_id(ws, "anything.email") == "cop-2014"  # the only plan
     second_plan(ws)
     assert default_campaign_id(ws, "anniversary.email") == "cop-2015"
     assert default_campaign_id(ws, "anniversary") == "cop-2015"
     assert default_campaign_id(ws, "cop-industry") == "cop-2014"
-    with pytest.raises(InputFileError, match=r"none of them uses cop-industry\.x"):
-        default_campaign_id(ws, "cop-industry.x")
-    with pytest.raises(InputFileError, match="none of them uses draft") as info:
-        default_campaign_id(ws, "draft")
+    # used by no plan: sent outside any campaign
+    assert default_campaign_id(ws, "draft") is None
+    assert default_campaign_id(ws, "cop-industry.x") is None  # kinds are told apart
+    # used by both: which one is for the person sending to say
+    second_plan(ws, template="cop-industry")
+    with pytest.raises(InputFileError, match=r"2 of them use cop-industry\.email") as info:
+        default_campaign_id(ws, "cop-industry.email")
     assert info.value.hint and "--campaign cop-2014 or --campaign cop-2015" in info.value.hint
+    assert default_campaign_id(ws, "cop-partner") == "cop-2014"
     assert (
         campaign_for(ws, "cop-2015").links["anniversary"] == "https://www.example.org/cop/one-year"
     )
     for plan in (ws / "schedules").iterdir():
         plan.unlink()
     assert default_campaign_id(ws, "cop-industry") is None
+
+
+def test_send_without_campaign_logs_under_the_plan_that_uses_the_template(sample_ws: Cli) -> None:
+    """``outreach send`` with several plans: the template's own campaign (its links,
+    its launch), found by ``plans.default_campaign_id``."""
+    second_plan(sample_ws.workspace)
+    out = sample_ws("send", "anniversary", "--where", "kind:partner", "--yes").stdout
+    assert "of campaign cop-2015" in out and "delivery log: sent" in out
+    out = sample_ws("send", "cop-industry", "--where", "kind:industry country:SB", "--yes").stdout
+    assert "of campaign cop-2014" in out
