@@ -5,6 +5,11 @@ which costs more than rendering the message. Here the parts that are the same fo
 whole step (From, List-Id, Reply-To) are encoded once, and each message adds only its
 own To, Subject, Message-ID and bodies. The tests parse every message back with the
 standard library's parser and check each header.
+
+Every header value is forced onto one line here, whatever the caller passes: CR, LF
+and the other control characters (and Unicode's line and paragraph separators)
+become a space, so that no stored value (a display name written into the database
+by hand, say) can end a header and start another one.
 """
 
 from __future__ import annotations
@@ -21,16 +26,25 @@ from functools import lru_cache
 from outreach.domain.render import RenderedEmail
 
 _ATOM_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+# What may not stand in a header value: C0 and C1 controls (CR, LF, TAB, NUL, NEL...),
+# DEL, and the line and paragraph separators.
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 # A display name that needs neither quotes nor encoding: atext words and spaces.
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _FOLD = 78
 _MAX_LINE = 998  # RFC 5322: no line longer, whatever happens
 
 
+def one_line(value: str) -> str:
+    """``value`` with every run of control characters (CR, LF...) made one space."""
+    return value if value.isprintable() else _LINE_BREAKING.sub(" ", value)
+
+
 @lru_cache(maxsize=4096)
 def header_line(name: str, value: str) -> bytes:
-    """``Name: value`` CRLF-terminated: ASCII folded at spaces, anything else (or a
-    word too long for any line) as RFC 2047 encoded words."""
+    """``Name: value`` CRLF-terminated, on one line (``one_line``): ASCII folded at
+    spaces, anything else (or a word too long for any line) as RFC 2047 encoded words."""
+    value = one_line(value)
     if value.isascii():
         line = f"{name}: {value}"
         if len(line) <= _FOLD:
@@ -60,9 +74,12 @@ def _fold_ascii(name: str, value: str) -> str:
 def address(name: str | None, addr: str) -> str:
     """A mailbox for a header: the display name as it is when it is plain words,
     quoted when it has specials, RFC 2047-encoded when it is not ASCII. (An address
-    with a non-ASCII local part goes as UTF-8: SMTPUTF8, RFC 6532.)"""
+    with a non-ASCII local part goes as UTF-8: SMTPUTF8, RFC 6532.) Both are put on
+    one line first (``one_line``), before any encoding could hide a line break."""
+    addr = one_line(addr)
     if not name:
         return addr
+    name = one_line(name)
     if not addr.isascii():
         return f"{name} <{addr}>"
     if _PLAIN_PHRASE.fullmatch(name):
@@ -154,7 +171,7 @@ def build(
         step.fixed,
         header_line("To", address(to_name, to)),
         header_line("Subject", email.subject),
-        f"Date: {_date(date.replace(microsecond=0))}\r\nMessage-ID: {msg_id}\r\n".encode("ascii"),
+        f"Date: {_date(date.replace(microsecond=0))}\r\nMessage-ID: {one_line(msg_id)}\r\n".encode("ascii"),
     ]
     targets = []
     if unsubscribe_url:
