@@ -6,8 +6,9 @@
 
 Terms are ``field:value[,value...]`` (a comma means "any of"); terms side by side
 must all hold (AND); ``OR`` joins alternatives; ``-term``/``NOT term`` negates;
-parentheses group. Values are bare words or "double quoted" (with \\" and \\\\
-escapes); a ``*`` in a text value is a wildcard. ``parse`` gives an AST that the
+parentheses group. Values are bare words, "double quoted" or 'single quoted' (with
+\\" or \\' and \\\\ escapes; a quote inside a bare word, as in O'Brien, is
+just a character); a ``*`` in a text value is a wildcard. ``parse`` gives an AST that the
 database layer compiles to SQL with bound parameters; ``str(ast)`` prints it back in
 canonical form, and parsing that gives the same AST.
 """
@@ -66,6 +67,7 @@ _ATTR_NAME = re.compile(r"^[a-z0-9_]+$")
 _BARE = re.compile(r'[^\s(),"\\]+')
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _KEYWORDS = {"AND", "OR", "NOT"}
+_QUOTES = "\"'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def or_(*items: Expr) -> Expr:
 
 
 def _quote(value: str) -> str:
-    if value and _BARE.fullmatch(value):
+    if value and _BARE.fullmatch(value) and not value.startswith("'"):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -259,7 +261,7 @@ class _Parser:
 
     def parse_value(self, field: str) -> str:
         start = self.pos
-        if self.pos < len(self.text) and self.text[self.pos] == '"':
+        if self.pos < len(self.text) and self.text[self.pos] in _QUOTES:
             raw = self.quoted()
         else:
             match = _BARE.match(self.text, self.pos)
@@ -273,7 +275,10 @@ class _Parser:
             raise self.error(exc.message.split(": ", 1)[-1], pos=start) from None
 
     def quoted(self) -> str:
+        """A value in double or single quotes, the same way: a backslash takes the
+        next character as it is."""
         start = self.pos
+        quote = self.text[start]
         self.pos += 1
         out: list[str] = []
         while self.pos < len(self.text):
@@ -281,13 +286,17 @@ class _Parser:
             if char == "\\" and self.pos + 1 < len(self.text):
                 out.append(self.text[self.pos + 1])
                 self.pos += 2
-            elif char == '"':
+            elif char == quote:
                 self.pos += 1
                 return "".join(out)
             else:
                 out.append(char)
                 self.pos += 1
-        raise self.error("unclosed quote", pos=start, hint='close it with " or escape it as \\"')
+        raise self.error(
+            f"unclosed quote: the {quote} that starts the value is never closed",
+            pos=start,
+            hint=f"end the value with {quote}; write a {quote} inside it as \\{quote}",
+        )
 
 
 def normalize_value(field: str, raw: str) -> str:
