@@ -48,7 +48,13 @@ class CampaignInfo:
 
 
 def parse_launch(text: str, *, source: str = "plan") -> datetime:
-    """``2014-09-05 10:00 Europe/Istanbul`` -> an aware datetime in that zone."""
+    """``2014-09-05 10:00 Europe/Istanbul`` -> an aware datetime in that zone.
+
+    A wall time that the zone skips (clocks going forward) or has twice (clocks going
+    back) is refused, naming the instants it could mean: nothing is moved silently. A
+    UTC offset on the time (``2014-10-26 01:30+01:00 Europe/London``) picks one of
+    the two instants of a time that happens twice.
+    """
     parts = str(text).split()
     if len(parts) != 3:
         raise InputFileError(
@@ -60,10 +66,52 @@ def parse_launch(text: str, *, source: str = "plan") -> datetime:
     except (ZoneInfoNotFoundError, ValueError):
         raise InputFileError(f"{source}: unknown time zone {parts[2]!r} in launch") from None
     try:
-        naive = datetime.fromisoformat(f"{parts[0]} {parts[1]}")
+        given = datetime.fromisoformat(f"{parts[0]} {parts[1]}")
     except ValueError:
         raise InputFileError(f"{source}: launch {text!r} has no valid date and time") from None
-    return naive.replace(tzinfo=zone)
+    naive = given.replace(tzinfo=None)
+    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    offsets = (first.utcoffset(), second.utcoffset())
+    wall = f"{naive:%Y-%m-%d %H:%M} {parts[2]}"
+    if offsets[0] == offsets[1]:
+        if given.tzinfo is not None and given.utcoffset() != offsets[0]:
+            raise InputFileError(
+                f"{source}: {text} gives the offset {_offset(given)}, but {wall} is "
+                f"at {_offset(first)}",
+                hint=f"write {naive:%Y-%m-%d %H:%M} {parts[2]} without an offset",
+            )
+        return first
+    # fold=0 reads the wall time with the offset before the change, fold=1 after it
+    ordered = sorted((first, second), key=lambda c: c.astimezone(UTC))
+    utc = [c.astimezone(UTC) for c in ordered]
+    both = _times(utc, naive, " UTC")
+    if all(u.astimezone(zone).replace(tzinfo=None) != naive for u in utc):  # a gap
+        local = _times([u.astimezone(zone) for u in utc], naive, "")
+        raise InputFileError(
+            f"{source}: {wall} does not exist (the clocks in {parts[2]} skip that time): "
+            f"{both}? Write the local time of the one you mean: {local}"
+        )
+    if given.tzinfo is not None:
+        for candidate in ordered:
+            if candidate.utcoffset() == given.utcoffset():
+                return candidate
+    choices = " or ".join(f"{naive:%Y-%m-%d %H:%M}{_offset(c)} {parts[2]}" for c in ordered)
+    raise InputFileError(
+        f"{source}: {wall} happens twice (the clocks in {parts[2]} go back over it): "
+        f"{both}? Give the UTC offset of the one you mean: {choices}"
+    )
+
+
+def _times(moments: list[datetime], day: datetime, suffix: str) -> str:
+    """``00:30 UTC or 01:30 UTC``; with the dates when one is not ``day``'s."""
+    dated = any(m.date() != day.date() for m in moments)
+    form = "%Y-%m-%d %H:%M" if dated else "%H:%M"
+    return " or ".join(f"{m:{form}}{suffix}" for m in moments)
+
+
+def _offset(moment: datetime) -> str:
+    """``+01:00``: the UTC offset of an aware datetime."""
+    return moment.isoformat(timespec="minutes")[-6:]
 
 
 def campaign_from_plan(data: dict[str, Any], *, source: str) -> CampaignInfo:
