@@ -5,8 +5,10 @@ encoding, a header with an email column); then every file is imported in one
 transaction, so an import either lands whole or not at all. The file is cut into
 blocks of whole records; worker processes (one per core, at a lower priority)
 parse, validate and prepare them while this process writes, so validation does not
-stand in front of the inserts on one core. Memory stays flat: blocks stream through
-a small window.
+stand in front of the inserts on one core. Blocks stream through a small window;
+what stays is a hash and a line of each address (about 100 bytes), so that an
+address met again (in the same file or another file of the run) is reported with
+both lines. The later row wins, as if the rows were imported one after the other.
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from outreach.children import die_with_parent
 from outreach.domain.columns import ColumnMap, map_columns
-from outreach.domain.contact import ContactRecord, RowNormalizer, normalize_kind
-from outreach.domain.errors import ContactValueError, InputFileError
+from outreach.domain.contact import (
+    ContactRecord,
+    RowNormalizer,
+    email_key,
+    escape_controls,
+    normalize_kind,
+)
+from outreach.domain.errors import ContactValueError, InputFileError, shown
 from outreach.ports import ContactStore
 
 BLOCK_BYTES = 256 * 1024  # about 2,000 rows: one worker task and one write batch
@@ -46,6 +55,18 @@ class Reject:
     row: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Repeat:
+    """An address met again: at ``file:line``, after ``earlier_file:earlier_line``
+    (whose values it then updates: the later row wins)."""
+
+    earlier_file: str
+    earlier_line: int
+    file: str
+    line: int
+    address: str  # as compared: case-folded
+
+
 @dataclass
 class ImportReport:
     files: list[str] = field(default_factory=list)
@@ -56,6 +77,8 @@ class ImportReport:
     blank: int = 0
     rejected: int = 0
     rejects: list[Reject] = field(default_factory=list)  # the first SHOWN_REJECTS
+    repeated: int = 0  # rows whose address an earlier row of the run had
+    repeats: list[Repeat] = field(default_factory=list)  # the first SHOWN_REJECTS
     dry_run: bool = False
 
 
@@ -73,7 +96,7 @@ def inspect_file(
 ) -> CsvSource:
     """Check a file whole before anything is imported; raise ``InputFileError`` if it is
     not a readable CSV in ``encoding`` with an email column."""
-    name = str(path)
+    name = shown(str(path))
     try:
         size = path.stat().st_size
         handle = path.open("rb")
@@ -220,6 +243,7 @@ class Checked:
     rows: Any  # the good rows, prepared for the store's writer
     rejects: list[tuple[int, str, tuple[str, ...]]]
     blank: int
+    keys: list[str] = field(default_factory=list)  # of the good rows (email_key)
 
 
 def validate_block(
@@ -254,7 +278,11 @@ def validate_block(
             else:
                 out.rejects.append((line, str(exc), tuple(row)))
     out.rows = prepare(records)
+    out.keys = list(map(email_key, map(_EMAIL, records)))
     return out
+
+
+_EMAIL = itemgetter(ContactRecord._fields.index("email"))
 
 
 def _checked(
@@ -305,17 +333,58 @@ class RejectSink:
             self.writer.writerow(["file", "line", "reason", "row"])
 
     def add(self, file: str, line: int, reason: str, row: tuple[str, ...]) -> None:
+        """A rejected row. The reason is shown with every unprintable character
+        escaped, and the row (in the file) with its control characters escaped: they
+        are what a person would have to remove anyway, and a file that is printed
+        must not send them to the terminal."""
+        reason = shown(reason)
         self.report.rejected += 1
         if len(self.report.rejects) < SHOWN_REJECTS:
             self.report.rejects.append(Reject(file, line, reason, row))
         if self.writer:
             buffer = io.StringIO()
             csv.writer(buffer).writerow(row)
-            self.writer.writerow([file, line, reason, buffer.getvalue().rstrip("\r\n")])
+            text = escape_controls(buffer.getvalue().rstrip("\r\n"))
+            self.writer.writerow([escape_controls(file), line, reason, text])
 
     def close(self) -> None:
         if self.handle:
             self.handle.close()
+
+
+class Repeats:
+    """Finds addresses met again within one import run, in any of its files.
+
+    Keeps, for each address seen, a 64-bit hash of it and where its last row was
+    (the file's position in the run and the line): a dict of two ints per address,
+    no string. A block whose addresses are all new (the common case) costs a few
+    C-level dict operations; only a block with a repeat is walked row by row. Two
+    different addresses share a hash with odds of about one in 37 million for a
+    million rows; such a pair would be reported, and both rows still stored.
+    """
+
+    def __init__(self, report: ImportReport) -> None:
+        self.report = report
+        self.seen: dict[int, int] = {}  # hash of email_key -> file index << 32 | line
+
+    def add(self, file_index: int, keys: list[str], lines: list[int]) -> None:
+        hashes = list(map(hash, keys))
+        base = file_index << 32
+        placed = dict(zip(hashes, map(base.__or__, lines) if base else lines, strict=True))
+        if len(placed) == len(hashes) and self.seen.keys().isdisjoint(placed):
+            self.seen.update(placed)
+            return
+        for digest, key, line in zip(hashes, keys, lines, strict=True):
+            where = base | line
+            before = self.seen.get(digest)
+            if before is not None:
+                self.report.repeated += 1
+                if len(self.report.repeats) < SHOWN_REJECTS:
+                    files = self.report.files
+                    self.report.repeats.append(Repeat(
+                        files[before >> 32], before & 0xFFFFFFFF, files[file_index], line, key
+                    ))  # fmt: skip
+            self.seen[digest] = where
 
 
 def import_files(
@@ -352,9 +421,10 @@ def import_files(
     if on_start:
         on_start(total)
     sink = RejectSink(report, rejects_path)
+    repeats = Repeats(report)
     try:
         with store.writer(dry_run=dry_run) as writer:
-            for source in sources:
+            for file_index, source in enumerate(sources):
                 name = str(source.path)
                 fn = partial(validate_block, source, default_kind, writer.preparer())
                 for checked in _checked(
@@ -365,6 +435,7 @@ def import_files(
                     report.blank += checked.blank
                     if not checked.lines:
                         continue
+                    repeats.add(file_index, checked.keys, checked.lines)
                     outcome = writer.write_prepared(checked.rows, mode=mode)
                     report.inserted += outcome.inserted
                     report.updated += outcome.updated

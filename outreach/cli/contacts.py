@@ -23,6 +23,7 @@ from rich.table import Table
 from outreach.cli.common import State, err_console, out_console, progress_wanted, selection
 from outreach.domain.columns import parse_overrides
 from outreach.domain.contact import FIELDS, Contact
+from outreach.domain.errors import shown
 from outreach.imports import MODES, ImportReport, import_files
 
 app = typer.Typer(no_args_is_help=True, help="Import, find, tag and export contacts.")
@@ -61,7 +62,11 @@ def import_(
         str | None, typer.Option(help="Kind for rows that have none, e.g. media.")
     ] = None,
     rejects: Annotated[
-        Path | None, typer.Option(help="Write every rejected row to this CSV file.")
+        Path | None,
+        typer.Option(
+            help="Write every rejected row to this CSV file (control characters in it "
+            "written as escapes such as \\x1b)."
+        ),
     ] = None,
     workers: Annotated[
         int | None,
@@ -71,6 +76,11 @@ def import_(
     ] = None,
 ) -> None:
     """Import contacts from CSV files (upsert by email).
+
+    An address met more than once in one import (twice in a file, or in two of the
+    files; case does not matter) is reported with both lines, and the later row
+    wins: its values replace the earlier row's, its blank cells keep them, and tags
+    add up, as if the rows were imported one after the other.
 
     Example: outreach contacts import contacts/industry-members.csv --map "Member Type=kind"
     """
@@ -129,6 +139,7 @@ def _print_report(report: ImportReport, rejects_path: Path | None) -> None:
         ("unchanged", report.unchanged),
         ("already stored, left alone (insert-only)", report.existing),
         ("rejected", report.rejected),
+        ("address met again (later row wins)", report.repeated),
         ("blank rows skipped", report.blank),
     ):
         if value or label in ("inserted", "updated", "unchanged", "rejected"):
@@ -137,11 +148,26 @@ def _print_report(report: ImportReport, rejects_path: Path | None) -> None:
     if report.rejects:
         console.print(f"Rejected rows (first {len(report.rejects)} of {report.rejected:,}):")
         for r in report.rejects:
-            console.print(f"  {escape(r.file)}:{r.line}: {escape(r.reason)}")
+            console.print(f"  {_shown(r.file)}:{r.line}: {_shown(r.reason)}")
         if rejects_path:
-            console.print(f"All rejected rows are in {escape(str(rejects_path))}")
+            console.print(f"All rejected rows are in {_shown(str(rejects_path))}")
         elif report.rejected > len(report.rejects):
             console.print("Pass --rejects rejects.csv to get all of them in a file.")
+    if report.repeats:
+        console.print(
+            f"Addresses met again, the later row wins (first {len(report.repeats)} "
+            f"of {report.repeated:,}):"
+        )
+        for p in report.repeats:
+            console.print(
+                f"  {_shown(p.earlier_file)}:{p.earlier_line} and {_shown(p.file)}:{p.line}: "
+                f"{_shown(p.address)}"
+            )
+
+
+def _shown(text: str) -> str:
+    """File names and file content for the terminal: no markup, no raw control bytes."""
+    return escape(shown(text))
 
 
 @app.command("count")
@@ -339,7 +365,10 @@ def delete(
         bool,
         typer.Option(
             "--erase",
-            help="Erase the person everywhere; keep only a hash so no import or send reaches them again.",
+            help="Erase the person everywhere; keep only a hash keyed with the workspace's "
+            "secret key (OUTREACH_SECRET_KEY, or the one made in .outreach/), so no import "
+            "or send reaches them again. Keep that key: with another one, erased "
+            "addresses could be imported again.",
         ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,

@@ -31,7 +31,7 @@ from sqlalchemy import text as sql_text
 
 from outreach.db.bulk import Bulk, rows_per_statement
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
-from outreach.domain.contact import ContactRecord, suppression_hash
+from outreach.domain.contact import ContactRecord, suppression_hashes
 from outreach.ports import BatchOutcome
 
 # A prepared row: the INSERT's values but the two timestamps (one per import, written
@@ -48,6 +48,7 @@ _RECORD_TAGS = ContactRecord._fields.index("tags")
 _WIDTH = len(_COLUMNS)
 _ROWS_PER_CHUNK = rows_per_statement(_WIDTH)
 _TAGS_PER_CHUNK = rows_per_statement(2)
+_HASHES_PER_QUERY = 5000  # far below any database's limit on parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +138,11 @@ class ContactWriter:
     failed import rolls the indexes back with everything else.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(
+        self, conn: Connection, *, key: bytes | Callable[[], bytes | None] | None = None
+    ) -> None:
         self.conn = conn
+        self.key = key  # of the suppression hashes, or what gives it (see SqlContactStore)
         self.bulk = Bulk(conn)
         self.raw = self.bulk.sqlite  # driver-ready tuples straight to the driver
         self.copy = self.bulk.can_copy  # PostgreSQL: new rows go in with COPY
@@ -303,13 +307,21 @@ class ContactWriter:
         return ids
 
     def _suppressed(self, keys: list[str]) -> set[int]:
+        """Positions of the addresses on the suppression list, in either form."""
         if not self._any_suppressed:
             return set()
-        hashes = {suppression_hash(k): i for i, k in enumerate(keys)}
-        query = select(suppressions.c.email_hash).where(
-            self.bulk.among(suppressions.c.email_hash, list(hashes))
-        )
-        return {hashes[h] for h in self.conn.execute(query).scalars()}
+        if callable(self.key):
+            self.key = self.key()
+        key = self.key
+        hashes = {h: i for i, k in enumerate(keys) for h in suppression_hashes(k, key)}
+        wanted = list(hashes)
+        found: set[int] = set()
+        for start in range(0, len(wanted), _HASHES_PER_QUERY):
+            query = select(suppressions.c.email_hash).where(
+                self.bulk.among(suppressions.c.email_hash, wanted[start : start + _HASHES_PER_QUERY])
+            )
+            found.update(hashes[h] for h in self.conn.execute(query).scalars())
+        return found
 
     def _insert_all(self, block: Prepared) -> bool:
         """Insert every row as new without looking any up first (a new list, the common

@@ -4,7 +4,7 @@ Bulk writes for imports are in ``contact_writer``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
@@ -13,14 +13,29 @@ from outreach.db.contact_writer import ContactWriter
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.db.segments import where
 from outreach.domain.audience import Expr
-from outreach.domain.contact import Contact, email_key, suppression_hash
+from outreach.domain.contact import Contact, email_key, suppression_hash, suppression_hashes
 
 
 class SqlContactStore:
-    """``ports.ContactStore`` on any SQLAlchemy engine."""
+    """``ports.ContactStore`` on any SQLAlchemy engine.
 
-    def __init__(self, engine: Engine) -> None:
+    ``key``: the workspace's secret key (or a function that gives it, called when it is
+    first needed), with which erased addresses are kept as HMAC-SHA256. Suppressions
+    stored as unkeyed SHA-256 (before keys were used; the addresses are gone, so
+    they cannot be converted) are checked as well, and keep blocking their
+    addresses. Without a key (tests, tools) the unkeyed form is written.
+    """
+
+    def __init__(self, engine: Engine, *, key: bytes | Callable[[], bytes] | None = None) -> None:
         self.engine = engine
+        self._key = key
+
+    @property
+    def key(self) -> bytes | None:
+        """The suppression key, fetched once."""
+        if callable(self._key):
+            self._key = self._key()
+        return self._key
 
     @contextmanager
     def writer(self, *, dry_run: bool = False) -> Iterator[ContactWriter]:
@@ -31,7 +46,7 @@ class SqlContactStore:
             try:
                 tx = conn.begin()
                 try:
-                    writer = ContactWriter(conn)
+                    writer = ContactWriter(conn, key=lambda: self.key)
                     yield writer
                     if not dry_run:
                         writer.finish()
@@ -101,7 +116,7 @@ class SqlContactStore:
         with self.engine.connect() as conn:
             hit = conn.execute(
                 select(suppressions.c.email_hash).where(
-                    suppressions.c.email_hash == suppression_hash(email)
+                    suppressions.c.email_hash.in_(suppression_hashes(email, self.key))
                 )
             ).first()
         return hit is not None
@@ -188,7 +203,8 @@ class SqlContactStore:
             emails = conn.execute(select(contacts.c.id, contacts.c.email).where(clause)).all()
             if erase:
                 now = utcnow()
-                hashes = {suppression_hash(e.email) for e in emails}
+                key = self.key
+                hashes = {suppression_hash(e.email, key) for e in emails}
                 known = (
                     set(
                         conn.execute(

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from outreach.domain.contact import FIELDS, IGNORE, NAME_PARTS, attr_key
-from outreach.domain.errors import InputFileError
+from outreach.domain.errors import InputFileError, shown
 
 _SYNONYMS = {
     "email": [
@@ -115,7 +115,7 @@ def map_columns(
             if target in taken:
                 raise InputFileError(
                     f"{source}: columns {taken[target]!r} and {header!r} both map to {target}",
-                    hint=f"keep one, or pass --map '{header}=ignore' (or another field)",
+                    hint=f"keep one, or pass --map '{shown(header)}=ignore' (or another field)",
                 )
             taken[target] = header
         targets.append(target)
@@ -123,11 +123,16 @@ def map_columns(
     if unused:
         raise InputFileError(
             f"{source}: --map names columns not in the header: {', '.join(sorted(unused))}",
-            hint=f"the header has: {', '.join(headers)}",
+            hint=f"the header has: {_listed(headers)}",
         )
     if "email" not in taken:
         raise InputFileError(
-            f"{source}: no email column in the header ({', '.join(headers) or 'empty'})",
+            f"{source}: no email column in the header ({_listed(headers) or 'empty'})",
             hint="name the column 'email', or pass --map 'YOUR COLUMN=email'",
         )
     return ColumnMap(tuple(headers), tuple(targets))
+
+
+def _listed(headers: list[str]) -> str:
+    """The header's column names for a message, each escaped (``shown``)."""
+    return ", ".join(shown(h) for h in headers)

@@ -6,6 +6,8 @@ Every function here is pure (lookup tables come from installed packages) and rai
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import unicodedata
 import zoneinfo
@@ -150,6 +152,16 @@ class ContactRecord(NamedTuple):
     status: str | None = None
     tags: tuple[str, ...] = ()
     attrs: dict[str, str] = {}  # noqa: RUF012 (never mutated: records are values)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every character no field may hold (the control characters that
+    ``check_text`` refuses) written as its escape, such as ``\\x1b``."""
+    return _CONTROL.sub(_escaped, text) if not text.isprintable() else text
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 def email_key(email: str) -> str:
@@ -512,8 +524,23 @@ class Contact:
         return row
 
 
-def suppression_hash(email: str) -> str:
-    """What the suppression list keeps of an erased address: no address, only its hash."""
-    import hashlib
+def suppression_hash(email: str, key: bytes | None = None) -> str:
+    """What the suppression list keeps of an erased address: no address, only a hash.
 
-    return hashlib.sha256(email_key(email).encode("utf-8")).hexdigest()
+    With ``key`` (the workspace's secret key), HMAC-SHA256: without the key nobody can
+    tell whether a given address is on the list. Without it, the unkeyed SHA-256 that
+    erasures stored before keyed hashes; anyone with a list of addresses can match
+    those, so they are no longer written, only still honoured.
+    """
+    data = email_key(email).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def suppression_hashes(email: str, key: bytes | None) -> tuple[str, ...]:
+    """Every form in which a suppression of ``email`` may be stored: keyed (when there
+    is a key) and unkeyed (as older erasures stored it)."""
+    if key is None:
+        return (suppression_hash(email),)
+    return (suppression_hash(email, key), suppression_hash(email))

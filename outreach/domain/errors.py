@@ -1,6 +1,26 @@
-"""Errors that reach a person: each says what is wrong, where, and what to do."""
+"""Errors that reach a person: each says what is wrong, where, and what to do.
+
+Messages quote what people wrote (a CSV header, a cell, a plan's value); they reach a
+terminal, so what is quoted is shown with its unprintable characters escaped.
+"""
 
 from __future__ import annotations
+
+
+def shown(text: str) -> str:
+    """``text`` as a message may quote it: every character that is not printable (ESC,
+    NUL, CR, LF, TAB, C1 controls, bidirectional overrides, invisible spaces) written
+    as its escape (``\\x1b``, ``\\n``, ``\\u202e``), the rest as it is."""
+    if text.isprintable():
+        return text
+    return "".join([c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text])
+
+
+def _lines_shown(text: str) -> str:
+    """``shown`` for each line of a message that has several (a pointer, a hint)."""
+    if text.isprintable():
+        return text
+    return "\n".join(shown(line) for line in text.split("\n"))
 
 
 class OutreachError(Exception):
@@ -9,6 +29,9 @@ class OutreachError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # whatever a caller quoted, no raw control byte reaches the terminal
+        message = _lines_shown(message)
+        hint = None if hint is None else _lines_shown(hint)
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -29,7 +52,9 @@ class SegmentError(OutreachError):
     """A segment expression cannot be parsed or names something unknown."""
 
     def __init__(self, message: str, *, expression: str, position: int, hint: str | None = None):
-        pointer = f"\n    {expression}\n    {' ' * position}^"
+        # the caret stays under its character when characters before it are escaped
+        before = len(shown(expression[:position]))
+        pointer = f"\n    {shown(expression)}\n    {' ' * before}^"
         super().__init__(f"{message} (at position {position}){pointer}", hint=hint)
         self.expression = expression
         self.position = position
