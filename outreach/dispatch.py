@@ -27,7 +27,7 @@ from outreach.domain.mime import StepHeaders, build, message_id
 from outreach.domain.render import EmailTemplate
 from outreach.domain.sender import parse_sender
 from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, SendResult, StepInfo
-from outreach.templating import TemplateLibrary, render_values
+from outreach.templating import TemplateLibrary, render_values, variant_language
 
 UrlsFor = Callable[[str, str, int], dict[str, str]]  # (campaign, step key, contact id) -> urls
 
@@ -209,6 +209,7 @@ class Dispatcher:
             assert isinstance(template, EmailTemplate)
             urls = self.urls_for(step.info.campaign, step.info.key, contact.id)
             values = render_values(step.campaign, contact=contact, urls=urls,
+                                   lang=variant_language(file, step.campaign),
                                    step={"id": step.info.key, "channel": "email", "template": step.info.template})  # fmt: skip
             email = template.render(values)
         except TemplateError as exc:

@@ -27,7 +27,7 @@ from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, O
 from outreach.domain.sender import HINT as SENDER_HINT
 from outreach.domain.sender import sender_problem
 from outreach.links import loopback_link_warning
-from outreach.plans import plan_files, read_plan
+from outreach.plans import default_campaign_id, plan_files, read_plan
 from outreach.templating import check_templates
 
 
@@ -53,20 +53,17 @@ def _parse_at(text: str | None) -> datetime:
         return parse_launch(text, source="--at").astimezone(UTC)
 
 
-def _default_campaign(services: Services) -> str:
-    files = plan_files(services.settings.workspace)
-    if len(files) == 1:
-        head = read_plan(files[0]).get("campaign") or {}
-        if head.get("id"):
-            return str(head["id"])
-    return "adhoc"
+def _default_campaign(services: Services, template: str) -> str:
+    """The campaign of the plan whose steps use the template (the only plan's), or
+    'adhoc' when none does."""
+    return default_campaign_id(services.settings.workspace, f"{template}.email") or "adhoc"
 
 
-def _campaign_of(services: Services, given: str | None) -> str:
+def _campaign_of(services: Services, given: str | None, template: str) -> str:
     """The campaign an ad hoc send is logged under: the one given (scheduled, or the
     id of a plan in schedules/), or else the workspace's only plan's, or 'adhoc'."""
     if given is None:
-        return _default_campaign(services)
+        return _default_campaign(services, template)
     known = set(services.outbox.campaign_ids())
     for path in plan_files(services.settings.workspace):
         with contextlib.suppress(OutreachError):
@@ -303,7 +300,7 @@ def send(
     _warn_links(services)
     expr = audience.and_(audience.parse(where), audience.Term("status", ("active",)))
     services.templates.variants(template, "email")
-    campaign_id = _campaign_of(services, campaign)
+    campaign_id = _campaign_of(services, campaign, template)
     guards.require_can_send(services, campaign_id)
     problem = sender_problem(services.settings.sender or services.campaign(campaign_id).sender)
     if problem:
