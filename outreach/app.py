@@ -135,7 +135,10 @@ class Services:
 def build(settings: Settings, clock: Clock = utcnow) -> Services:
     """Open (and if needed create or upgrade) the database and wire the services."""
     engine = open_database(settings.database_url)
-    return Services(settings=settings, engine=engine, contacts=SqlContactStore(engine),
+    from outreach.links import secret_key
+
+    contacts = SqlContactStore(engine, key=lambda: secret_key(settings))  # erasures: HMAC, keyed
+    return Services(settings=settings, engine=engine, contacts=contacts,
                     outbox=SqlOutbox(engine, clock), clock=clock)  # fmt: skip
 
 

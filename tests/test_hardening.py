@@ -233,11 +233,6 @@ def test_an_erased_address_cannot_be_imported_again_through_the_cli(
     assert "ana@example.org" not in contacts(cli)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.build must hand the workspace key to SqlContactStore (key=lambda: "
-    "links.secret_key(settings)); until then the CLI's store writes the unkeyed form",
-)
 def test_the_cli_erases_with_the_workspace_key(workspace: Path) -> None:
     cli = Cli(workspace, env={"OUTREACH_SECRET_KEY": "the-workspace-key"})
     path = write_csv(workspace / "p.csv", "email,name\nana@example.org,Ana\n")
@@ -344,11 +339,6 @@ def test_plan_check_names_the_instants(sample_ws: Cli) -> None:
     assert "does not exist" in out and "00:30 UTC or 01:30 UTC" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.instant rebuilds the launch from its wall time and loses the fold that "
-    "the offset chose: a T+0 step of the second 01:30 fires at the first",
-)
 def test_a_launch_with_an_offset_fires_at_that_instant() -> None:
     plan = load_plan({**BASE, "launch": "2014-10-26 01:30+00:00 Europe/London"}, source="p")
     (firing,) = timeline(plan, lambda expr: {}).firings

@@ -82,7 +82,7 @@ def import_(
     wins: its values replace the earlier row's, its blank cells keep them, and tags
     add up, as if the rows were imported one after the other.
 
-    Example: outreach contacts import contacts/industry-members.csv --map "Member Type=kind"
+    Example: outreach contacts import contacts/industry-members.csv --map "Membership=ignore"
     """
     state: State = ctx.obj
     overrides = parse_overrides(mapping or [])

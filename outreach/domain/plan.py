@@ -355,8 +355,9 @@ def instant(wave: Wave, offset: Offset, zone: ZoneInfo | None = None) -> datetim
         day = launch_day + timedelta(days=offset.days)
         local = datetime.combine(day, offset.clock).replace(tzinfo=zone or wave.zone)
         return local.astimezone(UTC)
+    # the launch day keeps the launch's fold (the first or second of a repeated hour)
     shifted = (wave.launch.replace(tzinfo=None) + timedelta(days=offset.days)).replace(
-        tzinfo=wave.zone
+        tzinfo=wave.zone, fold=wave.launch.fold if offset.days == 0 else 0
     )
     return shifted.astimezone(UTC) + timedelta(minutes=offset.minutes)
 
