@@ -6,8 +6,9 @@ transaction, so an import either lands whole or not at all. The file is cut into
 blocks of whole records; worker processes (one per core, at a lower priority)
 parse, validate and prepare them while this process writes, so validation does not
 stand in front of the inserts on one core. Blocks stream through a small window;
-what stays is a hash and a line of each address (about 100 bytes), so that an
-address met again (in the same file or another file of the run) is reported with
+what stays is a hash of each address (8 bytes while every address is new to the
+store, about 75 once the import meets stored ones: see ``Repeats``), so that an
+address met again in one run (in a file, or in two of its files) is reported with
 both lines. The later row wins, as if the rows were imported one after the other.
 """
 
@@ -19,6 +20,7 @@ import io
 import multiprocessing
 import os
 import pickle
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -33,12 +35,11 @@ from outreach.domain.columns import ColumnMap, map_columns
 from outreach.domain.contact import (
     ContactRecord,
     RowNormalizer,
-    email_key,
     escape_controls,
     normalize_kind,
 )
 from outreach.domain.errors import ContactValueError, InputFileError, shown
-from outreach.ports import ContactStore
+from outreach.ports import BatchOutcome, ContactStore
 
 BLOCK_BYTES = 256 * 1024  # about 2,000 rows: one worker task and one write batch
 PARALLEL_MIN_BYTES = 512 * 1024  # smaller files validate inline: a pool costs more than it saves
@@ -177,6 +178,7 @@ class Block:
     line: int
     data: bytes
     first: bool  # the file's first block: it starts with the header
+    offset: int = 0  # where ``data`` starts in the file
 
 
 def read_blocks(
@@ -192,13 +194,14 @@ def read_blocks(
     line = 1
     first = True
     carry = b""
+    offset = 0
     with source.path.open("rb") as handle:
         while True:
             chunk = handle.read(BLOCK_BYTES)
             data = carry + chunk
             if not chunk:
                 if data:
-                    yield Block(line, data, first)
+                    yield Block(line, data, first, offset)
                     if on_bytes:
                         on_bytes(len(data))
                 return
@@ -207,11 +210,19 @@ def read_blocks(
                 carry = data
                 continue
             block, carry = data[:cut], data[cut:]
-            yield Block(line, block, first)
+            yield Block(line, block, first, offset)
             if on_bytes:
                 on_bytes(len(block))
             line += block.count(b"\n")
+            offset += len(block)
             first = False
+
+
+def read_block(source: CsvSource, line: int, offset: int, size: int, first: bool) -> Block:
+    """A block read again from where ``read_blocks`` found it."""
+    with source.path.open("rb") as handle:
+        handle.seek(offset)
+        return Block(line, handle.read(size), first, offset)
 
 
 def _record_boundary(data: bytes) -> int:
@@ -243,7 +254,8 @@ class Checked:
     rows: Any  # the good rows, prepared for the store's writer
     rejects: list[tuple[int, str, tuple[str, ...]]]
     blank: int
-    keys: list[str] = field(default_factory=list)  # of the good rows (email_key)
+    keys: str = ""  # the email_key of each good row, one a line
+    block: tuple[int, int, int, bool] = (0, 0, 0, False)  # line, offset, size, first
 
 
 def validate_block(
@@ -256,7 +268,7 @@ def validate_block(
     record, a reason per bad one."""
     width = len(source.columns.targets)
     normalize = RowNormalizer(source.columns.targets, default_kind)
-    out = Checked([], None, [], 0)
+    out = Checked([], None, [], 0, block=(block.line, block.offset, len(block.data), block.first))
     records: list[ContactRecord] = []
     for line, row in _rows(source, block):
         if len(row) != width:
@@ -278,7 +290,9 @@ def validate_block(
             else:
                 out.rejects.append((line, str(exc), tuple(row)))
     out.rows = prepare(records)
-    out.keys = list(map(email_key, map(_EMAIL, records)))
+    # email_key of each address (as the writer's prepare, str.casefold itself: no
+    # Python call per row); no address holds a line break
+    out.keys = "\n".join(map(str.casefold, map(_EMAIL, records)))
     return out
 
 
@@ -355,36 +369,88 @@ class RejectSink:
 class Repeats:
     """Finds addresses met again within one import run, in any of its files.
 
-    Keeps, for each address seen, a 64-bit hash of it and where its last row was
-    (the file's position in the run and the line): a dict of two ints per address,
-    no string. A block whose addresses are all new (the common case) costs a few
-    C-level dict operations; only a block with a repeat is walked row by row. Two
-    different addresses share a hash with odds of about one in 37 million for a
-    million rows; such a pair would be reported, and both rows still stored.
+    The store says when a block met an address it holds (updated, unchanged, left
+    alone or suppressed): a repeat within the run is always one of those, since the
+    writer takes rows as if one after the other. Until a block meets one (a new list
+    into an empty store never does), only a 64-bit hash per row is kept, 8 bytes in
+    an array. From then on, a dict of hash -> number of the last block the address
+    was in (about 75 bytes an address) tells repeats from addresses stored before;
+    a block whose addresses are all new there costs a few C-level dict operations,
+    and only a block with a repeat is walked row by row. The line of an earlier row
+    in another block is found, for the repeats shown, by reading that block again
+    (``resolve``); that also weeds out two addresses that merely share a hash (odds
+    of about one in 37 million for a million rows).
     """
 
     def __init__(self, report: ImportReport) -> None:
         self.report = report
-        self.seen: dict[int, int] = {}  # hash of email_key -> file index << 32 | line
+        self.hashes: list[array[int]] | None = []  # per block, until a block meets the store
+        self.seen: dict[int, int] = {}  # then: hash of email_key -> number of its last block
+        self.blocks: list[tuple[int, tuple[int, int, int, bool]]] = []  # file index, where
+        # repeats to show: earlier (file index, line) when known, else its block number
+        self.shown: list[tuple[tuple[int, int] | int, int, int, str]] = []
 
-    def add(self, file_index: int, keys: list[str], lines: list[int]) -> None:
-        hashes = list(map(hash, keys))
-        base = file_index << 32
-        placed = dict(zip(hashes, map(base.__or__, lines) if base else lines, strict=True))
+    def add(self, file_index: int, checked: Checked, outcome: BatchOutcome) -> None:
+        """Note a written block; ``outcome`` is what the store did with it."""
+        number = len(self.blocks)
+        self.blocks.append((file_index, checked.block))
+        keys = checked.keys.split("\n")
+        hashes = array("q", map(hash, keys))
+        if self.hashes is not None:
+            met = outcome.updated + outcome.unchanged + outcome.existing + len(outcome.suppressed)
+            if not met:  # every address new to the store: none met before in this run
+                self.hashes.append(hashes)
+                return
+            for earlier, block_hashes in enumerate(self.hashes):
+                self.seen.update(dict.fromkeys(block_hashes, earlier))
+            self.hashes = None
+        placed = dict.fromkeys(hashes, number)
         if len(placed) == len(hashes) and self.seen.keys().isdisjoint(placed):
             self.seen.update(placed)
             return
-        for digest, key, line in zip(hashes, keys, lines, strict=True):
-            where = base | line
-            before = self.seen.get(digest)
-            if before is not None:
-                self.report.repeated += 1
-                if len(self.report.repeats) < SHOWN_REJECTS:
-                    files = self.report.files
-                    self.report.repeats.append(Repeat(
-                        files[before >> 32], before & 0xFFFFFFFF, files[file_index], line, key
-                    ))  # fmt: skip
-            self.seen[digest] = where
+        here: dict[int, tuple[int, str]] = {}  # this block's rows so far: hash -> line, key
+        for digest, key, line in zip(hashes, keys, checked.lines, strict=True):
+            if digest in here:
+                if here[digest][1] == key:  # (else two addresses that share a hash)
+                    self._found((file_index, here[digest][0]), file_index, line, key)
+            elif digest in self.seen:
+                self._found(self.seen[digest], file_index, line, key)
+            here[digest] = (line, key)
+        self.seen.update(placed)
+
+    def _found(self, earlier: tuple[int, int] | int, file_index: int, line: int, key: str) -> None:
+        self.report.repeated += 1
+        if len(self.shown) < SHOWN_REJECTS:
+            self.shown.append((earlier, file_index, line, key))
+
+    def resolve(self, sources: list[CsvSource], default_kind: str | None) -> None:
+        """Fill ``report.repeats``: the earlier line of each repeat shown, read again
+        from its block where it was in another one."""
+        again: dict[int, list[tuple[str, int]]] = {}
+        files = self.report.files
+        for earlier, file_index, line, key in self.shown:
+            if isinstance(earlier, int):  # a block number
+                if earlier not in again:
+                    earlier_file, where = self.blocks[earlier]
+                    source = sources[earlier_file]
+                    block = read_block(source, *where)
+                    checked = validate_block(source, default_kind, _unprepared, block)
+                    again[earlier] = list(
+                        zip(checked.keys.split("\n"), checked.lines, strict=True)
+                    )
+                lines = [n for k, n in again[earlier] if k == key]
+                if not lines:  # another address with the same hash: no repeat at all
+                    self.report.repeated -= 1
+                    continue
+                earlier = (self.blocks[earlier][0], lines[-1])
+            self.report.repeats.append(
+                Repeat(files[earlier[0]], earlier[1], files[file_index], line, key)
+            )
+
+
+def _unprepared(records: list[ContactRecord]) -> None:
+    """No block for the writer: ``validate_block`` only re-reads addresses."""
+    return None
 
 
 def import_files(
@@ -435,8 +501,8 @@ def import_files(
                     report.blank += checked.blank
                     if not checked.lines:
                         continue
-                    repeats.add(file_index, checked.keys, checked.lines)
                     outcome = writer.write_prepared(checked.rows, mode=mode)
+                    repeats.add(file_index, checked, outcome)
                     report.inserted += outcome.inserted
                     report.updated += outcome.updated
                     report.unchanged += outcome.unchanged
@@ -454,5 +520,6 @@ def import_files(
         sink.close()
         if pool:
             pool.shutdown(cancel_futures=True)
+    repeats.resolve(sources, default_kind)
     report.rejects.sort(key=lambda r: (report.files.index(r.file), r.line))
     return report

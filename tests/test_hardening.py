@@ -343,3 +343,24 @@ def test_a_launch_with_an_offset_fires_at_that_instant() -> None:
     plan = load_plan({**BASE, "launch": "2014-10-26 01:30+00:00 Europe/London"}, source="p")
     (firing,) = timeline(plan, lambda expr: {}).firings
     assert firing.at == datetime(2014, 10, 26, 1, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("block_bytes", [4096, 1 << 20], ids=["blocks", "one-block"])
+def test_two_addresses_that_share_a_hash_are_no_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
+) -> None:
+    from outreach import imports
+
+    monkeypatch.setattr(imports, "BLOCK_BYTES", block_bytes)
+    pair = {"user1@example.org", "user5000@example.org", "user5001@example.org"}
+    monkeypatch.setattr(imports, "hash", lambda k: 1 if k in pair else hash(k), raising=False)
+    # a repeat first (from then on the import keeps every address), then the three
+    # addresses that share a hash, in one block or in blocks apart
+    rows = ["email,name", "user7@example.org,First", "user7@example.org,Again"]
+    rows += [f"user{i}@example.org,U{i}" for i in range(6000) if i != 7]
+    ws = tmp_path / "ws"
+    (ws / "contacts").mkdir(parents=True)
+    path = write_csv(ws / "contacts" / "h.csv", "\n".join(rows) + "\n")
+    out = Cli(ws)("contacts", "import", str(path), "--workers", "0").stdout
+    assert _counts(out) == {"inserted": 6000, "updated": 1, "unchanged": 0, "rejected": 0}
+    assert "(first 1 of 1)" in out and f"{path}:2 and {path}:3: user7@example.org" in out
