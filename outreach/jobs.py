@@ -9,10 +9,19 @@ from pathlib import Path
 def fire_step(workspace: str, campaign: str, key: str) -> str:
     from outreach.app import build
     from outreach.config import load_settings
+    from outreach.db.patience import Patience
     from outreach.scheduling import fire
 
     services = build(load_settings(Path(workspace)))
+    waiting = Patience(limit=None, notify=_tell)  # the runner waits out a stalled database
+    services.outbox.patience = services.posts.patience = waiting
     try:
-        return fire(services, campaign, key)
+        return waiting.run(f"firing {key}", lambda: fire(services, campaign, key))
     finally:
         services.close()
+
+
+def _tell(message: str) -> None:
+    import sys
+
+    print(f"outreach: {message}", file=sys.stderr, flush=True)

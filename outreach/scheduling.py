@@ -554,7 +554,7 @@ def fire_due(services: Services, now: datetime | None = None) -> int:
             if now - job.next_run_time > grace:
                 _missed(services, campaign_id, key, job.next_run_time, now)
             else:
-                fire(services, campaign_id, key, now)
+                services.outbox.patience.run(f"firing {key}", lambda c=campaign_id, k=key: fire(services, c, k, now))
                 fired += 1
             editor.remove_job(job.id)
     finally:

@@ -21,6 +21,7 @@ from outreach import guards
 from outreach.app import Services
 from outreach.children import die_with_parent
 from outreach.cli.common import State, err_console, out_console, progress_wanted
+from outreach.db.patience import Patience
 from outreach.domain import audience
 from outreach.domain.campaign import parse_launch
 from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, OutreachError
@@ -95,6 +96,8 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
         if progress
         else None
     )
+    waiting = Patience(limit=None, notify=lambda m: console.print(f"[yellow]{escape(m)}[/]"))
+    services.outbox.patience = services.posts.patience = waiting  # a stall is waited out
     lock = None if child else _sender_lock(services)
     children: list[int] = []
     # made first: a misconfigured X channel is refused before any worker exists

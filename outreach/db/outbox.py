@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from outreach.db.models import (
     steps,
     utcnow,
 )
+from outreach.db.patience import Patience, patient
 from outreach.db.segments import where
 from outreach.domain.audience import parse
 from outreach.ports import Claimed, Outcome, StepInfo
@@ -40,12 +41,14 @@ def _step(row: Any) -> StepInfo:
     )  # fmt: skip
 
 
+@patient
 @dataclass
 class SqlOutbox:
     """``ports.Outbox`` on any SQLAlchemy engine."""
 
     engine: Engine
     clock: Callable[[], datetime] = utcnow  # ports.Clock: a rehearsal runs on a faster one
+    patience: Patience = field(default_factory=Patience)  # waits out a stalled database
 
     def _write(self):  # type: ignore[no-untyped-def]
         return self.engine.connect().execution_options(write=True)

@@ -6,21 +6,24 @@ thread stops at a post that failed or is uncertain until a person decides."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
 
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
+from outreach.db.patience import Patience, patient
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.ports import PostItem, StepInfo
 
 
+@patient
 @dataclass
 class SqlPosts:
     engine: Engine
     clock: Callable[[], datetime] = utcnow
+    patience: Patience = field(default_factory=Patience)  # waits out a stalled database
 
     def _write(self):  # type: ignore[no-untyped-def]
         return self.engine.connect().execution_options(write=True)
