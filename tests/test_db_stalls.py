@@ -113,6 +113,44 @@ def test_a_postgresql_restart_is_waited_out(tmp_path: Path) -> None:
     assert len(recorder.accepted) > before  # it went on after the restart
 
 
+@pytest.mark.slow
+def test_a_full_disk_is_waited_out(tmp_path: Path) -> None:
+    """The state folder on a small file system of its own, filled up while sending."""
+    state = tmp_path / "ws" / ".outreach"
+    state.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(state)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small file system to fill: {mounted.stderr.strip()}")
+        pytest.skip(f"mounting a small file system needs root: {mounted.stderr.strip()}")
+    try:
+        env = {"OUTREACH_SECRET_KEY": "k"}
+        ws, cli = _workspace(tmp_path, env)
+        _queue(cli)
+        recorder = Recorder(Faults(slow=0.1))
+        filler = state / "filler"
+        with SmtpServer(recorder) as server:
+            process = _run(ws, env | {"OUTREACH_DATABASE_URL": ""}, server.url)
+            try:
+                assert wait_until(lambda: len(recorder.accepted) >= 10, 30, 0.05), "nothing was sent"
+                with filler.open("wb") as handle:  # every byte left
+                    try:
+                        while True:
+                            handle.write(b"\0" * 65536)
+                            handle.flush()
+                    except OSError:
+                        pass
+                time.sleep(5)
+                filler.unlink()
+                err = _check(cli, recorder, process, timeout=90)
+            finally:
+                process.kill()
+        assert "database unavailable" in err and "disk is full" in err
+    finally:
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
 def test_an_unrelated_half_edited_plan_stops_no_sending(tmp_path: Path) -> None:
     env = {"OUTREACH_SECRET_KEY": "k"}
     ws, cli = _workspace(tmp_path, env)
