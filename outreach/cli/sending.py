@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from outreach import guards
 from outreach.app import Services
+from outreach.channels.smtp import parse_smtp_url
 from outreach.children import die_with_parent
 from outreach.cli.common import State, err_console, out_console, progress_wanted
 from outreach.db.patience import Patience
@@ -79,7 +81,7 @@ def _campaign_of(services: Services, given: str | None, template: str) -> str:
 
 
 def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
-           child: bool = False, scheduler: bool = False, share: int = 1) -> None:  # fmt: skip
+           child: bool = False, scheduler: bool = False, share: int = 1, lock=None) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
     """Run the sender in the foreground until idle (or stopped), then return.
 
     With a relay, ``workers`` processes send side by side (default: one per core),
@@ -98,7 +100,7 @@ def _drain(services: Services, *, label: str, until_idle: bool = True, workers: 
     )
     waiting = Patience(limit=None, notify=lambda m: console.print(f"[yellow]{escape(m)}[/]"))
     services.outbox.patience = services.posts.patience = waiting  # a stall is waited out
-    lock = None if child else _sender_lock(services)
+    lock = lock if lock is not None or child else _sender_lock(services)
     children: list[int] = []
     # made first: a misconfigured X channel is refused before any worker exists
     poster = None if child else services.poster()
@@ -265,6 +267,17 @@ def _fork_workers(services: Services, count: int, until_idle: bool, *, share: in
 
 def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
     """One sender (with its worker processes) per workspace at a time."""
+    handle = _try_sender_lock(services)
+    if handle is None:
+        raise OutreachError(
+            "another outreach sender is running for this workspace",
+            hint="let it finish, or stop it (Ctrl-C) before starting another",
+        )
+    return handle
+
+
+def _try_sender_lock(services: Services):  # type: ignore[no-untyped-def]
+    """The sender lock, or None when another sender holds it."""
     import fcntl
 
     path = services.settings.state_dir / "sender.lock"
@@ -274,10 +287,7 @@ def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise OutreachError(
-            "another outreach sender is running for this workspace",
-            hint="let it finish, or stop it (Ctrl-C) before starting another",
-        ) from None
+        return None
     return handle
 
 
@@ -295,6 +305,10 @@ def send(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Send an email template to a segment now (or at --at), through the outbox.
+
+    It queues and sends, or refuses and queues nothing. With another sender running
+    (outreach run), it queues and leaves the sending to that one. Exit 0: all sent;
+    1: some failed; 75: some wait for a retry or a resume (keep outreach run going).
 
     Example: outreach send cop-industry --where "kind:industry sector:'mobile operator' country:FJ"
     """
@@ -337,21 +351,59 @@ def send(
             hint=f"outreach templates check {template}",
         )
     when = _parse_at(at)
+    if services.settings.smtp_url:  # a relay URL that cannot be used is refused before queuing
+        parse_smtp_url(services.settings.smtp_url)
     if not yes and not typer.confirm(f"Send to {count:,} contact(s)?", err=True):
         raise typer.Exit(1)
-    key = f"send-{template}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    later = when > datetime.now(UTC)
+    lock = None if later else _try_sender_lock(services)  # held from queuing to the end
+    # The same send (template, audience, campaign) on the same day is the same step:
+    # repeating it (after an error, or by mistake) sends nobody anything twice.
+    same = hashlib.sha256(f"{template}\0{where}\0{campaign_id}".encode()).hexdigest()[:8]
+    key = f"send-{template}-{when:%Y%m%d}-{same}"
+    before = services.outbox.step_by_key(campaign_id, key)
     step = services.outbox.ensure_step(
         campaign=campaign_id, key=key, channel="email", template=template, audience=where, send_at=when,
     )  # fmt: skip
     queued = services.outbox.materialize(step)
+    if before is not None:
+        console.print(f"the same send was queued before today as step {escape(key)}: nobody gets it "
+                      f"twice; {queued:,} more contact(s) match now")  # fmt: skip
     console.print(
         f"queued {queued:,} delivery(ies) as step {escape(key)} of campaign {escape(campaign_id)}"
     )
-    if when > datetime.now(UTC):
+    if later:
         console.print(f"due at {when:%Y-%m-%d %H:%M} UTC: 'outreach run' sends it then")
         return
-    _drain(services, label=f"sending {template}")
+    if lock is None:
+        console.print("another outreach sender is running for this workspace: it sends them "
+                      f"(outreach log --step {escape(key)} shows them go)")  # fmt: skip
+        return
+    _drain(services, label=f"sending {template}", lock=lock)
     _summary(services, step.id)
+    _exit_status(services, step.id, key)
+
+
+EXIT_WAITING = 75  # EX_TEMPFAIL: mail is left waiting for a retry, its time or a resume
+
+
+def _exit_status(services: Services, step_id: int | None, key: str | None = None) -> None:
+    """Exit non-zero, with what to do, when mail is left waiting or (for one step) failed."""
+    later, first, paused = services.outbox.left_waiting(step_id)
+    parts = []
+    if later:
+        parts.append(f"{later:,} deliveries wait for a retry or their time (the next at "
+                     f"{first:%Y-%m-%d %H:%M} UTC); keep 'outreach run' going")  # fmt: skip
+    if paused:
+        parts.append(f"{paused:,} deliveries wait in paused steps (outreach status says why; "
+                     "outreach resume CAMPAIGN continues them)")  # fmt: skip
+    if parts:
+        err_console().print(f"[yellow]{escape('; '.join(parts))}[/]")
+        raise typer.Exit(EXIT_WAITING)
+    failed = services.outbox.counts(step_id=step_id).get("failed", 0) if step_id is not None else 0
+    if failed:
+        err_console().print(f"[red]{failed:,} failed:[/] outreach log --step {escape(key or '')} --event failed")
+        raise typer.Exit(1)
 
 
 def _summary(services: Services, step_id: int) -> None:
@@ -363,7 +415,8 @@ def _summary(services: Services, step_id: int) -> None:
 def run(
     ctx: typer.Context,
     until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="Stop when nothing is due.")
+        bool, typer.Option("--until-idle", help="Stop when nothing is due (exit 75 when mail is "
+                           "left waiting for a retry, its time or a resume).")
     ] = False,
     workers: Annotated[
         int | None,
@@ -378,6 +431,8 @@ def run(
     state: State = ctx.obj
     _warn_links(state.services)
     _drain(state.services, label="sending", until_idle=until_idle, workers=workers, scheduler=True)
+    if until_idle:
+        _exit_status(state.services, None)
 
 
 def _warn_links(services: Services) -> None:

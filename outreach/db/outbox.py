@@ -443,6 +443,24 @@ class SqlOutbox:
         json_ = delivery_events.c.detail.type.dialect_impl(dialect).bind_processor(dialect)
         return time_, json_
 
+    def left_waiting(self, step_id: int | None = None) -> tuple[int, datetime | None, int]:
+        """Deliveries not final that no one will send right now: (due later in active
+        steps, the earliest of those, held in paused steps)."""
+        unsent = deliveries.c.status.in_(("queued", "deferred"))
+        only = [deliveries.c.step_id == step_id] if step_id is not None else []
+        with self.engine.connect() as conn:
+            later, first = conn.execute(
+                select(func.count(), func.min(deliveries.c.due_at))
+                .select_from(deliveries).join(steps, steps.c.id == deliveries.c.step_id)
+                .where(unsent, steps.c.status == "active", deliveries.c.due_at > self.clock(), *only)
+            ).one()  # fmt: skip
+            paused = conn.execute(
+                select(func.count()).select_from(deliveries)
+                .join(steps, steps.c.id == deliveries.c.step_id)
+                .where(unsent, steps.c.status == "paused", *only)
+            ).scalar_one()  # fmt: skip
+        return later, first, paused
+
     def due_now(self, campaign: str) -> int:
         """Deliveries of the campaign's active steps that are due and not yet done."""
         with self.engine.connect() as conn:

@@ -1,0 +1,85 @@
+"""What ``send`` and ``run --until-idle`` say and exit with: queued and sent, or
+refused with nothing queued; handed to a running sender; mail left waiting."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from pathlib import Path
+
+import pytest
+
+from outreach.app import build
+from outreach.config import load_settings
+from tests.conftest import ROOT, Cli
+from tests.smtp_server import Faults, Recorder, SmtpServer
+
+WHERE = "kind:industry country:SB"
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    for folder in ("contacts", "templates", "schedules"):
+        shutil.copytree(ROOT / folder, ws / folder)
+    Cli(ws)("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
+    return ws
+
+
+def _counts(ws: Path) -> dict[str, int]:
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
+    try:
+        return services.outbox.counts()
+    finally:
+        services.close()
+
+
+def test_send_with_a_sender_running_hands_it_over_and_says_so(ws: Path) -> None:
+    cli = Cli(ws)
+    lock = ws / ".outreach" / "sender.lock"
+    with lock.open("a+") as held:  # as a running 'outreach run' holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        out = cli("send", "cop-industry", "--where", WHERE, "--yes").output
+        assert "queued" in out and "another outreach sender is running" in out and "error" not in out
+        queued = _counts(ws)
+        assert set(queued) == {"queued"}
+    cli("run", "--until-idle")  # the running sender's part
+    assert _counts(ws) == {"sent": queued["queued"]}
+
+
+def test_send_through_a_relay_that_is_down_exits_75_saying_what_waits(ws: Path) -> None:
+    cli = Cli(ws, env={"OUTREACH_SMTP_URL": "smtp://127.0.0.1:9?timeout=1&pool=1"})
+    result = cli("send", "cop-industry", "--where", WHERE, "--yes", ok=False)
+    assert result.exit_code == 75
+    assert "wait for a retry or their time" in result.output and "keep 'outreach run' going" in result.output
+    assert set(_counts(ws)) == {"deferred"}
+    again = cli("run", "--until-idle", ok=False)
+    assert again.exit_code == 75 and "wait for a retry" in again.output
+
+
+def test_send_with_failures_exits_1_and_a_clean_send_0(ws: Path) -> None:
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
+    from outreach.domain.audience import parse
+
+    someone = services.contacts.find(parse(WHERE), limit=1)[0].email
+    services.close()
+    with SmtpServer(Recorder(Faults(no_such_user={someone}))) as server:
+        cli = Cli(ws, env={"OUTREACH_SMTP_URL": server.url})
+        result = cli("send", "cop-industry", "--where", WHERE, "--yes", ok=False)
+        assert result.exit_code == 1 and "1 failed" in result.output and "--event failed" in result.output
+        assert cli("send", "cop-industry", "--where", "kind:industry country:TO", "--yes").exit_code == 0
+
+
+def test_a_bad_relay_url_is_refused_before_anything_is_queued(ws: Path) -> None:
+    cli = Cli(ws, env={"OUTREACH_SMTP_URL": "smtp://127.0.0.1:notaport"})
+    cli("send", "cop-industry", "--where", WHERE, "--yes", ok=False)
+    assert _counts(ws) == {}
+
+
+def test_the_same_send_again_sends_nobody_anything_twice(ws: Path) -> None:
+    cli = Cli(ws)
+    cli("send", "cop-industry", "--where", WHERE, "--yes")
+    sent = _counts(ws)
+    again = cli("send", "cop-industry", "--where", WHERE, "--yes").output
+    assert "nobody gets it twice" in again and "queued 0" in again
+    assert _counts(ws) == sent
