@@ -295,3 +295,14 @@ def test_an_error_shows_field_paths_as_written(cli: Cli, plan: str) -> None:
     path = Path(plan)
     _edit_plan(path, lambda d: _step(d, "industry-email").pop("not_before"))
     assert "steps[industry-email] fires at" in cli("schedule", plan, ok=False).output
+
+
+@pytest.mark.parametrize("template", ["cop-release.press.j2", "cop-launch.x.j2"])
+def test_a_press_or_x_template_that_cannot_render_is_refused_at_schedule(
+    services: Services, cli: Cli, plan: str, template: str
+) -> None:
+    path = services.settings.workspace / "templates" / template
+    path.write_text(path.read_text().replace("campaign.links.guidelines", "campaign.links.no_such_link"))
+    out = cli("schedule", plan, ok=False).output
+    assert "nothing was scheduled" in out and template in out and "no_such_link" in out
+    assert services.outbox.campaign("cop-2014") is None
