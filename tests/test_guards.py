@@ -306,3 +306,25 @@ def test_a_press_or_x_template_that_cannot_render_is_refused_at_schedule(
     out = cli("schedule", plan, ok=False).output
     assert "nothing was scheduled" in out and template in out and "no_such_link" in out
     assert services.outbox.campaign("cop-2014") is None
+
+
+def test_a_firing_whose_job_a_killed_process_took_is_not_lost(services: Services, cli: Cli) -> None:
+    """APScheduler takes a date job out of its store just before running it: a process
+    killed in between leaves the step scheduled with no job. The next run fires it."""
+    from outreach.scheduling import job_id, make_scheduler
+
+    path = services.settings.workspace / "schedules" / "soon.yaml"
+    launch = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    _soon(path, launch, [{"id": "mail", "channel": "email", "template": "cop-partner",
+                          "audience": "kind:partner", "at": "T-1m"}])  # fmt: skip
+    cli("schedule", str(path))
+    cli("approve", "soon", "--by", "T")
+    step = services.outbox.steps("soon")[0]
+    editor = make_scheduler(services)
+    editor.start(paused=True)
+    editor.remove_job(job_id("soon", step.key))  # taken out, never run
+    editor.shutdown()
+    while datetime.now(UTC) < step.send_at + timedelta(seconds=1):
+        time.sleep(0.2)
+    cli("run", "--until-idle")
+    assert set(services.outbox.counts(step_id=step.id)) == {"sent"}

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import dataclasses
 import hashlib
-import os
-import signal
-import sys
-import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -18,12 +12,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from outreach import guards
+from outreach import guards, runner
 from outreach.app import Services
 from outreach.channels.smtp import parse_smtp_url
-from outreach.children import die_with_parent
 from outreach.cli.common import State, err_console, out_console, progress_wanted
-from outreach.db.patience import Patience
 from outreach.domain import audience
 from outreach.domain.campaign import parse_launch
 from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, OutreachError
@@ -80,151 +72,21 @@ def _campaign_of(services: Services, given: str | None, template: str) -> str:
     return given
 
 
-def _drain(services: Services, *, label: str, until_idle: bool = True, workers: int | None = None,
-           child: bool = False, scheduler: bool = False, share: int = 1, lock=None) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
-    """Run the sender in the foreground until idle (or stopped), then return.
-
-    With a relay, ``workers`` processes send side by side (default: one per core),
-    each within its ``share`` of the rate limits; this one resolves what a stopped
-    sender left behind first, holds the workspace's sender lock so that no second
-    ``outreach run`` does that under it, and then forks the others.
-    """
+def _drain(services: Services, label: str, **options) -> None:  # type: ignore[no-untyped-def]
+    """The runner's sender in the foreground, its words on stderr with a progress bar."""
     console = err_console()
-    relay = bool(services.settings.smtp_url)
-    workers = share if child else 1 if not relay else (workers or os.cpu_count() or 1)
-    progress = _progress(console) if progress_wanted() and not child else None
-    task = (
-        progress.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0)
-        if progress
-        else None
-    )
-    waiting = Patience(limit=None, notify=lambda m: console.print(f"[yellow]{escape(m)}[/]"))
-    services.outbox.patience = services.posts.patience = waiting  # a stall is waited out
-    lock = lock if lock is not None or child else _sender_lock(services)
-    children: list[int] = []
-    # made first: a misconfigured X channel is refused before any worker exists
-    poster = None if child else services.poster()
-    if not child:
-        services.outbox.recover()
-        if scheduler:
-            from outreach.scheduling import fire_due, prepare
+    bar = _progress(console) if progress_wanted() else None
+    task = bar.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0) if bar else None
 
-            prepare(services)
-            if until_idle:  # what fell due while nothing ran fires before anything is sent
-                fire_due(services)
-        if workers > 1:  # before any thread starts: fork copies only the calling thread
-            children = _fork_workers(services, workers - 1, until_idle, share=workers)
+    def show(done: dict[str, int], rate: float) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, **done, rate=rate)
 
-    async def watch(start_counts: dict[str, int], started: float) -> None:
-        while progress is not None and task is not None:
-            counts = services.outbox.counts()
-            done = {
-                k: counts.get(k, 0) - start_counts.get(k, 0) for k in ("sent", "failed", "deferred")
-            }
-            elapsed = max(time.monotonic() - started, 1e-9)
-            progress.update(task, **done, rate=done["sent"] / elapsed)
-            await asyncio.sleep(0.5)
-
-    async def main() -> None:
-        with services.email_channel() as (channel, where):
-            if not child:
-                console.print(
-                    f"sending through {escape(where)}"
-                    + (f" with {workers} processes" if workers > 1 else "")
-                )
-            dispatcher = services.dispatcher(channel)
-            if workers > 1:
-                dispatcher.policy = dataclasses.replace(
-                    dispatcher.policy, per_second=dispatcher.policy.per_second / workers,
-                    per_hour=max(1, dispatcher.policy.per_hour // workers),
-                )  # fmt: skip
-            halt = asyncio.Event()
-
-            def stop() -> None:  # the poster checks between posts (it works in a thread)
-                halt.set()
-                if poster is not None:
-                    poster.stopping.set()
-
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop)
-            watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
-            jobs = None
-            if scheduler and not until_idle:
-                from outreach.scheduling import settle
-                from outreach.scheduling import start as start_scheduler
-
-                jobs = start_scheduler(services)
-
-                async def promote() -> None:
-                    while True:
-                        await asyncio.to_thread(settle, services)
-                        await asyncio.sleep(5)
-
-                promoter = asyncio.create_task(promote())
-            failed_here = False
-            if poster is not None:
-                console.print(f"posting to {escape(poster.x.name)}; publishing to {escape(poster.newsroom.name)}")  # type: ignore[union-attr]
-            try:
-                while True:
-                    if poster is not None:
-                        await asyncio.gather(
-                            dispatcher.run(stop=halt, until_idle=until_idle, recover=False),
-                            poster.run(stop=halt, until_idle=until_idle),
-                        )
-                    else:
-                        await dispatcher.run(stop=halt, until_idle=until_idle, recover=False)
-                    if child or halt.is_set() or not until_idle:
-                        break
-                    # steps that waited for what was just sent go on; jobs that fell
-                    # due meanwhile fire: until nothing that is due is left
-                    if not await asyncio.to_thread(_catch_up, services, scheduler):
-                        break
-            except BaseException:
-                failed_here = True
-                raise
-            finally:
-                for pid in children:  # they finish by themselves only when sending until idle
-                    if halt.is_set() or failed_here or not until_idle:
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGTERM)
-                for pid in children:
-                    _pid, status = await asyncio.to_thread(os.waitpid, pid, 0)
-                    codes.append(os.waitstatus_to_exitcode(status))
-                watcher.cancel()
-                if jobs is not None:
-                    promoter.cancel()
-                    jobs.shutdown(wait=True)
-                await channel.close()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
-    codes: list[int] = []
-    try:
-        if progress:
-            with progress:
-                asyncio.run(main())
-        else:
-            asyncio.run(main())
-    finally:
-        if lock is not None:
-            lock.close()
-    failed = [code for code in codes if code]
-    if failed:
-        raise OutreachError(
-            f"{len(failed)} sender process(es) stopped with an error; see the messages above"
-        )
-
-
-def _catch_up(services: Services, scheduler: bool) -> int:
-    """Between two rounds of ``--until-idle``: how many steps changed (promoted, done,
-    fired)."""
-    from outreach.scheduling import fire_due, settle
-
-    changed = settle(services)
-    if scheduler:
-        changed += fire_due(services)
-    return changed
+    report = runner.Report(say=lambda m: console.print(escape(m)),
+                           warn=lambda m: console.print(f"[yellow]{escape(m)}[/]"),
+                           progress=show if bar else None)  # fmt: skip
+    with bar if bar is not None else contextlib.nullcontext():
+        runner.drain(services, report=report, **options)
 
 
 def _progress(console):  # type: ignore[no-untyped-def]
@@ -234,61 +96,6 @@ def _progress(console):  # type: ignore[no-untyped-def]
                    "deferred {task.fields[deferred]} · {task.fields[rate]:.0f}/s"),
         TimeElapsedColumn(), console=console, transient=True,
     )  # fmt: skip
-
-
-def _fork_workers(services: Services, count: int, until_idle: bool, *, share: int) -> list[int]:
-    """Worker senders, forked: they share this process's imports and compiled
-    templates (no start-up of their own) and open their own database connections.
-    Each dies with this process, even on kill -9 (PR_SET_PDEATHSIG): a sender left
-    running would race the next one's recovery."""
-    parent = os.getpid()
-    pids = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid:
-            pids.append(pid)
-            continue
-        code = 1
-        try:
-            services.engine.dispose(close=False)  # the parent's connections stay the parent's
-            die_with_parent(parent)
-            _drain(services, label="", until_idle=until_idle, child=True, share=share)
-            code = 0
-        except BaseException:  # reported, then this worker goes
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    return pids
-
-
-def _sender_lock(services: Services):  # type: ignore[no-untyped-def]
-    """One sender (with its worker processes) per workspace at a time."""
-    handle = _try_sender_lock(services)
-    if handle is None:
-        raise OutreachError(
-            "another outreach sender is running for this workspace",
-            hint="let it finish, or stop it (Ctrl-C) before starting another",
-        )
-    return handle
-
-
-def _try_sender_lock(services: Services):  # type: ignore[no-untyped-def]
-    """The sender lock, or None when another sender holds it."""
-    import fcntl
-
-    path = services.settings.state_dir / "sender.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return None
-    return handle
 
 
 def send(
@@ -356,7 +163,7 @@ def send(
     if not yes and not typer.confirm(f"Send to {count:,} contact(s)?", err=True):
         raise typer.Exit(1)
     later = when > datetime.now(UTC)
-    lock = None if later else _try_sender_lock(services)  # held from queuing to the end
+    lock = None if later else runner.try_sender_lock(services.settings)  # held from queuing to the end
     # The same send (template, audience, campaign) on the same day is the same step:
     # repeating it (after an error, or by mistake) sends nobody anything twice.
     same = hashlib.sha256(f"{template}\0{where}\0{campaign_id}".encode()).hexdigest()[:8]
@@ -379,7 +186,7 @@ def send(
         console.print("another outreach sender is running for this workspace: it sends them "
                       f"(outreach log --step {escape(key)} shows them go)")  # fmt: skip
         return
-    _drain(services, label=f"sending {template}", lock=lock)
+    _drain(services, f"sending {template}", lock=lock)
     _summary(services, step.id)
     _exit_status(services, step.id, key)
 
@@ -430,7 +237,7 @@ def run(
     """
     state: State = ctx.obj
     _warn_links(state.services)
-    _drain(state.services, label="sending", until_idle=until_idle, workers=workers, scheduler=True)
+    _drain(state.services, "sending", until_idle=until_idle, workers=workers, scheduler=True)
     if until_idle:
         _exit_status(state.services, None)
 
