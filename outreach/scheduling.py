@@ -521,10 +521,11 @@ def finish_steps(services: Services) -> int:
     """Active steps with nothing left to send (every delivery sent, failed or skipped)
     become done. Returns how many."""
     finished = 0
+    by_step = services.outbox.counts_by_step()
     for step in services.outbox.steps():
         if step.status != "active":
             continue
-        counts = services.outbox.counts(step_id=step.id)
+        counts = by_step.get(step.id, {})
         if any(counts.get(k) for k in ("queued", "deferred", "sending", "uncertain")):
             continue
         summary = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "nothing to send"

@@ -111,6 +111,7 @@ def _summary(services: Services, report: Rehearsal, console: Console) -> None:
     from collections import Counter
 
     groups: dict[tuple[str, str], list[StepInfo]] = {}
+    by_step = services.outbox.counts_by_step(report.campaign)
     for step in services.outbox.steps(report.campaign):
         key = (step.settings.get("plan_step") or step.key, step.settings.get("wave") or "")
         groups.setdefault(key, []).append(step)
@@ -120,7 +121,7 @@ def _summary(services: Services, report: Rehearsal, console: Console) -> None:
     for (name, wave), members in groups.items():
         counts: Counter[str] = Counter()
         for step in members:
-            counts.update(services.outbox.counts(step_id=step.id))
+            counts.update(by_step.get(step.id, {}))
         table.add_row(escape(name), wave, members[0].channel, str(len(members)),
                       f"{members[0].send_at:%Y-%m-%d %H:%M}", f"{members[-1].send_at:%Y-%m-%d %H:%M}",
                       ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-")  # fmt: skip

@@ -159,44 +159,23 @@ def status(
 
     Example: outreach status cop-2014
     """
-    from outreach.guards import require_campaign
-    from outreach.scheduling import approval_problem, job_id, make_scheduler
+    from outreach import review
 
     state: State = ctx.obj
-    services = state.services
     console = out_console()
-    if campaign is not None and not services.outbox.steps(campaign):
-        require_campaign(services, campaign)
-    steps = services.outbox.steps(campaign)
-    campaigns = sorted(
-        {s.campaign for s in steps if s.status != "active" or s.settings.get("plan_step")}
-    )
-    scheduler = make_scheduler(services)
-    scheduler.start(paused=True)
-    try:
-        for cid in campaigns:
-            stored = services.outbox.campaign(cid)
-            if stored is None:
-                continue
-            problem = approval_problem(services, cid)
-            approved = (
-                f"approved by {stored['approved_by']} at {stored['approved_at']:%Y-%m-%d %H:%M} UTC"
-                if not problem else f"[yellow]{escape(problem)}[/]"
+    now = datetime.now(UTC)
+    for c in review.campaign_status(state.services, campaign):
+        approved = (f"approved by {escape(c.approved_by or '')} at {c.approved_at:%Y-%m-%d %H:%M} UTC"
+                    if not c.problem else f"[yellow]{escape(c.problem)}[/]")  # fmt: skip
+        console.print(f"[bold]{escape(c.id)}[/] ({escape(c.name)}): {approved}")
+        table = Table()
+        for column in ("due (UTC)", "step", "channel", "status", "deliveries", "next firing"):
+            table.add_column(column, overflow="fold")
+        for row in c.steps:
+            s = row.step
+            table.add_row(
+                f"{s.send_at:%Y-%m-%d %H:%M}", escape(s.key), s.channel,
+                s.status + (" (overdue)" if row.overdue(now) else ""), review.counts_text(row.counts),
+                f"{row.next_firing:%Y-%m-%d %H:%M}" if row.next_firing else "-",
             )  # fmt: skip
-            console.print(f"[bold]{escape(cid)}[/] ({escape(stored['name'])}): {approved}")
-            table = Table()
-            for column in ("due (UTC)", "step", "channel", "status", "deliveries", "next firing"):
-                table.add_column(column, overflow="fold")
-            now = datetime.now(UTC)
-            for s in (s for s in steps if s.campaign == cid):
-                job = scheduler.get_job(job_id(cid, s.key))
-                counts = services.outbox.counts(step_id=s.id)
-                table.add_row(
-                    f"{s.send_at:%Y-%m-%d %H:%M}", escape(s.key), s.channel,
-                    s.status + (" (overdue)" if s.status == "scheduled" and s.send_at < now else ""),
-                    ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-",
-                    f"{job.next_run_time:%Y-%m-%d %H:%M}" if job is not None and job.next_run_time else "-",
-                )  # fmt: skip
-            console.print(table)
-    finally:
-        scheduler.shutdown()
+        console.print(table)

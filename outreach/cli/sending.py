@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from outreach import guards, runner
+from outreach import guards, review, runner
 from outreach.app import Services
 from outreach.channels.smtp import parse_smtp_url
 from outreach.cli.common import State, err_console, out_console, progress_wanted
@@ -265,23 +265,20 @@ def log(
     Example: outreach log --campaign cop-2014 --event failed
     """
     state: State = ctx.obj
-    outbox = state.services.outbox
+    services = state.services
     console = out_console()
     summary = Table(title="Steps", title_justify="left")
     for column in ("campaign", "step", "channel", "template", "due (UTC)", "status", "deliveries"):
         summary.add_column(column)
-    for s in outbox.steps(campaign):
-        if step and s.key != step:
-            continue
-        counts = outbox.counts(step_id=s.id)
+    for row in review.step_rows(services, campaign, step):
+        s = row.step
         summary.add_row(
             escape(s.campaign), escape(s.key), s.channel, escape(s.template),
-            f"{s.send_at:%Y-%m-%d %H:%M}", s.status,
-            ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "-",
+            f"{s.send_at:%Y-%m-%d %H:%M}", s.status, review.counts_text(row.counts),
         )  # fmt: skip
     console.print(summary)
-    events = outbox.events(
-        campaign=campaign, step_key=step, event=event, email=contact, limit=limit
+    events = review.events(
+        services, campaign=campaign, step_key=step, event=event, email=contact, limit=limit
     )
     table = Table(title=f"Events (latest {len(events)})", title_justify="left")
     for column in ("at (UTC)", "step", "delivery", "to", "event", "detail"):
@@ -289,25 +286,9 @@ def log(
     for e in events:
         table.add_row(
             f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), str(e["delivery_id"] or ""),
-            escape(_recipient(e)), e["event"], escape(_detail(e["detail"])),
+            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"])),
         )  # fmt: skip
     console.print(table)
-
-
-def _recipient(event: dict) -> str:
-    if event["email"]:
-        return event["email"]
-    if event["delivery_id"] is None:
-        return ""  # the step's own event
-    if event["channel"] == "x":
-        return f"X post {event['part'] + 1}"
-    return "newsroom" if event["channel"] == "press" else ""
-
-
-def _detail(detail: dict) -> str:
-    keys = ("reason", "code", "reply", "next_attempt", "message_id", "post_id", "in_reply_to",
-            "url", "duration_ms", "uncertain", "bounce", "attempt")  # fmt: skip
-    return "; ".join(f"{k}={detail[k]}" for k in keys if detail.get(k) not in (None, ""))
 
 
 def resume(

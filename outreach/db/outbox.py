@@ -502,6 +502,19 @@ class SqlOutbox:
         with self.engine.connect() as conn:
             return dict(conn.execute(query).all())  # type: ignore[arg-type]
 
+    def counts_by_step(self, campaign: str | None = None) -> dict[int, dict[str, int]]:
+        """Deliveries by step and status, in one query."""
+        query = select(deliveries.c.step_id, deliveries.c.status, func.count()).group_by(
+            deliveries.c.step_id, deliveries.c.status
+        )
+        if campaign is not None:
+            query = query.join(steps, steps.c.id == deliveries.c.step_id).where(steps.c.campaign == campaign)
+        out: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for step_id, status, n in conn.execute(query):
+                out.setdefault(step_id, {})[status] = n
+        return out
+
     def events(
         self, *, campaign: str | None = None, step_key: str | None = None, event: str | None = None,
         email: str | None = None, limit: int = 50, since: datetime | None = None,
