@@ -12,6 +12,7 @@ or more transactions that are complete and safe to repeat.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -83,8 +84,9 @@ _inside = threading.local()  # per thread: a repository call already waiting
 def patient(cls: type[T]) -> type[T]:
     """Runs every public method of a repository under its ``patience``."""
     fields = getattr(cls, "__dataclass_fields__", {})
-    for name, method in list(vars(cls).items()):
-        if name.startswith("_") or name in fields or not callable(method) or isinstance(method, staticmethod | classmethod):
+    for name in dir(cls):  # its own methods and those it inherits
+        method = inspect.getattr_static(cls, name)
+        if name.startswith("_") or name in fields or not inspect.isfunction(method):
             continue
 
         def wrap(method: Callable[..., Any], name: str = name) -> Callable[..., Any]:

@@ -1,0 +1,40 @@
+"""What the repositories share: their engine, clock and patience, write connections
+and the log's events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert
+
+from outreach.db.models import delivery_events
+from outreach.db.patience import Patience
+from outreach.ports import StepInfo
+
+
+class Repository:
+    engine: Engine
+    clock: Callable[[], datetime]
+    patience: Patience
+
+    def _write(self):  # type: ignore[no-untyped-def]
+        return self.engine.connect().execution_options(write=True)
+
+    def _event(
+        self, conn: Connection, step_id: int, delivery_id: int | None, event: str, detail: dict
+    ) -> None:
+        conn.execute(
+            insert(delivery_events).values(
+                step_id=step_id, delivery_id=delivery_id, at=self.clock(), event=event, detail=detail
+            )
+        )
+
+
+def step_info(row: Any) -> StepInfo:
+    return StepInfo(
+        id=row.id, campaign=row.campaign, key=row.key, channel=row.channel,
+        template=row.template, audience=row.audience, send_at=row.send_at,
+        status=row.status, settings=dict(row.settings or {}),
+    )  # fmt: skip
