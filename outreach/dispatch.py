@@ -6,19 +6,28 @@ checks each contact again (someone who unsubscribed since is skipped), renders,
 sends over the channel's pooled connections within the rate limit, and records
 every outcome with its event. A process killed at any instant leaves ``sending``
 rows, which the next start sends again and marks uncertain: nothing is lost, and
-every possible duplicate is in the log.
+every possible duplicate is in the log. So does a message sent whole whose reply
+never came (``uncertain``): the retry that sends it again is labelled.
+
+A refusal counts against what it refuses. Only a recipient-specific answer to RCPT
+bounces a contact; a relay that refuses us (at connect, EHLO, AUTH, MAIL FROM, or
+relaying), or answers many recipients in a row with the same permanent reply,
+pauses the step with its words and fails nobody: those deliveries wait, their
+attempt not spent, for ``outreach resume``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from outreach.domain.campaign import CampaignInfo
@@ -37,7 +46,8 @@ class SendPolicy:
     max_attempts: int = 5
     backoff_base: float = 30.0  # seconds before the first retry; doubles each time
     backoff_cap: float = 3600.0
-    error_budget: int = 25  # temporary failures in a row that pause a step
+    error_budget: int = 25  # failures in a row (temporary or permanent) that pause a step
+    same_reply: int = 5  # recipients in a row with the same permanent reply: the relay's, pause
     batch: int = 0  # deliveries claimed at a time; 0: 25 per connection, 50 to 500
     per_second: float = 50.0
     per_hour: int = 100_000
@@ -100,6 +110,10 @@ class _Step:
     variants: dict
     limiter: RateLimiter | None = None  # the step's own limits, within the channel's
     failures_in_a_row: int = 0
+    permanent_in_a_row: int = 0
+    run_key: str | None = None  # the permanent reply of the last recipients in a row...
+    run_ids: list[int] = field(default_factory=list)  # ...and their deliveries
+    refusal: str | None = None  # the reply that paused the step: held while in flight
     files: dict = field(default_factory=dict)  # language -> the variant it gets
 
 
@@ -130,6 +144,8 @@ class Dispatcher:
         self.on_progress = on_progress
         self.stats = Stats()
         self._steps: dict[int, _Step] = {}
+        self._held: set[int] = set()  # failed in this batch by a reply found to be the relay's
+        self._again: set[int] = set()  # held before: their own reply decides now
         self.limiter = RateLimiter(self.policy.per_second, self.policy.per_hour)
 
     # -- the loop ----------------------------------------------------------------------
@@ -165,6 +181,10 @@ class Dispatcher:
         claimed = self.outbox.claim(channel="email", limit=self.batch, now=self.clock())
         if not claimed:
             return 0
+        for step_id in {c.step_id for c in claimed}:  # claimed, so active again (resumed): afresh
+            if step_id in self._steps and self._steps[step_id].info.status != "active":
+                del self._steps[step_id]
+        claimed = [self._with_history(c) if c.attempts > 1 else c for c in claimed]
         semaphore = asyncio.Semaphore(getattr(self.channel, "size", 8))
         broken: dict[int, str] = {}  # steps that cannot be prepared: they fail alone
 
@@ -182,6 +202,11 @@ class Dispatcher:
                     return self._outcome(item, "failed", {"reason": exc.message}, error=exc.message)
 
         outcomes = await asyncio.gather(*(one(c) for c in claimed))
+        if self._held:
+            outcomes = [self._hold(o) if o.delivery_id in self._held and o.status == "failed" else o
+                        for o in outcomes]  # fmt: skip
+            self._held.clear()
+        self._again.clear()
         self.outbox.record(outcomes)
         for step_id, reason in broken.items():
             self.outbox.set_step_status(step_id, "failed", f"cannot be sent: {reason}")
@@ -194,13 +219,10 @@ class Dispatcher:
         step = self._step(item.step_id)
         contact = item.contact
         if contact.status != "active":
-            return self._outcome(
-                item, "skipped", {"reason": f"contact is {contact.status} (checked at send time)"}
-            )
+            return self._outcome(item, "skipped", {"reason": f"contact is {contact.status} (checked at send time)"})
         if step.info.status != "active":
-            return self._outcome(
-                item, "deferred", {"reason": f"step {step.info.status}"}, next_attempt=self.clock()
-            )
+            return self._outcome(item, "deferred", {"reason": f"step {step.info.status}", "counts_as_attempt": False},
+                                 next_attempt=self.clock())  # fmt: skip
         file = step.files.get(contact.language)
         if file is None:
             file = step.files[contact.language] = self.library.pick(step.variants, contact.language)
@@ -218,50 +240,117 @@ class Dispatcher:
         mailto = f"mailto:unsubscribe@{step.headers.domain}?subject=" + quote(
             f"unsubscribe {step.info.campaign} {contact.id}"
         )
-        data = build(
-            step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id,
-            date=self.clock(), unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
-            eight_bit=getattr(self.channel, "eight_bit", False),
-        )  # fmt: skip
+        date = self.clock()
+
+        def compose(eight_bit: bool, utf8: bool) -> bytes:  # for what the server offers
+            return build(
+                step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id, date=date,
+                unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
+                eight_bit=eight_bit, utf8=utf8,
+            )  # fmt: skip
+
         if step.limiter is not None:
             await step.limiter.acquire()
         await self.limiter.acquire()
-        result = await self.channel.send(step.headers.sender, contact.email, data)
+        result = await self.channel.send(step.headers.sender, contact.email, compose)
         return self._result(item, step, result, msg_id)
 
     def _result(self, item: Claimed, step: _Step, result: SendResult, msg_id: str) -> Outcome:
         detail = {"code": result.code, "reply": result.text, "duration_ms": result.duration_ms,
                   "message_id": msg_id, "attempt": item.attempts}  # fmt: skip
+        if result.stage:
+            detail["stage"] = result.stage
         if item.uncertain:
             detail["uncertain"] = True
+            detail["reason"] = "sent again after an attempt whose outcome is unknown: it may arrive twice"
         if result.ok:
-            step.failures_in_a_row = 0
+            step.failures_in_a_row = step.permanent_in_a_row = 0
+            step.run_key, step.run_ids, step.refusal = None, [], None
             return self._outcome(item, "sent", detail, message_id=msg_id)
+        key = _reply_key(result, item.contact.email) if result.permanent else None
+        if result.refused or (key is not None and key == step.refusal):
+            return self._refused(item, step, result, detail, held=key is not None and key == step.refusal)
+        if key is not None and not result.bounce and item.delivery_id not in self._again:
+            if key != step.run_key:
+                step.run_key, step.run_ids = key, []
+            step.run_ids.append(item.delivery_id)
+            if len(step.run_ids) >= self.policy.same_reply:
+                step.refusal = key
+                self._held.update(step.run_ids)
+                return self._refused(item, step, result, detail, same=len(step.run_ids), held=True)
+        self._spend(step, result)
         if result.permanent:
-            step.failures_in_a_row = 0
             if result.bounce:
                 detail["bounce"] = "the address does not exist: the contact is marked bounced"
             return self._outcome(item, "failed", detail, error=result.text, bounce=result.bounce)
-        step.failures_in_a_row += 1
-        if step.failures_in_a_row >= self.policy.error_budget and step.info.status == "active":
-            reason = (f"{step.failures_in_a_row} temporary failures in a row (last: {result.text}); "
-                      "the relay looks down. Continue with: outreach resume " + step.info.campaign)  # fmt: skip
-            self.outbox.set_step_status(step.info.id, "paused", reason)
-            step.info = self.outbox.step(step.info.id)
+        event = "uncertain" if result.uncertain else "deferred"
+        if result.uncertain:
+            detail["reason"] = ("the message was sent whole but no reply came: the server may have "
+                                "taken it, and the next attempt may deliver it twice")  # fmt: skip
         if item.attempts >= self.policy.max_attempts:
-            detail["reason"] = f"gave up after {item.attempts} attempts"
-            return self._outcome(item, "failed", detail, error=result.text)
+            detail["reason"] = f"gave up after {item.attempts} attempts" + (
+                "; the last may have been delivered" if result.uncertain else "")
+            return self._outcome(item, "failed", detail, error=result.text,  # logged uncertain if it was
+                                 event="uncertain" if result.uncertain else "failed")  # fmt: skip
         next_attempt = self.clock() + backoff(item.attempts, self.policy)
         detail["next_attempt"] = next_attempt.isoformat()
-        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=next_attempt)
+        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=next_attempt, event=event)
+
+    def _spend(self, step: _Step, result: SendResult) -> None:
+        """One more failure in a row; the error budget spent, the step pauses."""
+        step.failures_in_a_row += 1
+        step.permanent_in_a_row += result.permanent
+        if step.failures_in_a_row < self.policy.error_budget or step.info.status != "active":
+            return
+        n, permanent = step.failures_in_a_row, step.permanent_in_a_row
+        kind = "temporary failures" if not permanent else f"failures ({permanent} permanent)"
+        reason = (f"{n} {kind} in a row (last: {result.text}); the relay looks down or refuses this "
+                  f"mail. Continue with: outreach resume {step.info.campaign}")  # fmt: skip
+        self.outbox.set_step_status(step.info.id, "paused", reason)
+        step.info = self.outbox.step(step.info.id)
+
+    def _refused(self, item: Claimed, step: _Step, result: SendResult, detail: dict, *, same: int = 0,
+                 held: bool = False) -> Outcome:  # fmt: skip
+        """The relay refuses us, not this recipient: the step pauses with its words; this
+        delivery waits for ``outreach resume``, its attempt not spent."""
+        words = f"{result.code or ''} {result.text}".strip()
+        why = f"the same reply for {same} recipients in a row" if same else _STAGES.get(result.stage, result.stage)
+        if step.info.status == "active":
+            self.outbox.set_step_status(step.info.id, "paused", (
+                f"the relay refuses us: {words} ({why}); nobody was failed for it. Once that is "
+                f"mended, continue with: outreach resume {step.info.campaign}"))  # fmt: skip
+            step.info = self.outbox.step(step.info.id)
+        detail.update(reason=f"held: the relay refuses us ({why}); not an attempt", counts_as_attempt=False)
+        if held:  # the next time, this delivery's own reply decides
+            detail["held"] = "same reply"
+        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=self.clock())
+
+    def _hold(self, outcome: Outcome) -> Outcome:
+        """A failure of this batch that turned out to be the relay's: held instead."""
+        detail = {**outcome.detail, "reason": "held: the relay refuses us (the same reply for many "
+                  "recipients in a row); not an attempt", "counts_as_attempt": False, "held": "same reply"}  # fmt: skip
+        return dataclasses.replace(outcome, status="deferred", event="deferred", detail=detail,
+                                   bounce=False, next_attempt=self.clock())  # fmt: skip
+
+    def _with_history(self, item: Claimed) -> Claimed:
+        """A delivery tried before, with the attempts it has spent (a claim deferred
+        because its step paused, or held for the relay's refusal, is none) and whether
+        an earlier attempt may have delivered it."""
+        events = self.outbox.events(delivery_id=item.delivery_id, limit=1000)
+        claims = sum(1 for e in events if e["event"] == "sending") or item.attempts  # one per claim
+        free = sum(1 for e in events if e["detail"].get("counts_as_attempt") is False)
+        if any(e["detail"].get("held") for e in events):
+            self._again.add(item.delivery_id)
+        uncertain = item.uncertain or any(e["event"] == "uncertain" for e in events)
+        return dataclasses.replace(item, attempts=max(1, claims - free), uncertain=uncertain)
 
     @staticmethod
     def _outcome(item: Claimed, status: str, detail: dict, *, message_id: str | None = None,
                  error: str | None = None, next_attempt: datetime | None = None,
-                 bounce: bool = False) -> Outcome:  # fmt: skip
+                 bounce: bool = False, event: str | None = None) -> Outcome:  # fmt: skip
         return Outcome(
             delivery_id=item.delivery_id, step_id=item.step_id, contact_id=item.contact.id,
-            status=status, event=status, detail=detail, message_id=message_id, error=error,
+            status=status, event=event or status, detail=detail, message_id=message_id, error=error,
             next_attempt=next_attempt, bounce=bounce,
         )  # fmt: skip
 
@@ -286,19 +375,22 @@ class Dispatcher:
 
     def _count(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            if o.status == "sent":
-                self.stats.sent += 1
-            elif o.status == "failed":
-                self.stats.failed += 1
-            elif o.status == "deferred":
-                self.stats.deferred += 1
-            else:
-                self.stats.skipped += 1
+            name = o.status if o.status in ("sent", "failed", "deferred") else "skipped"
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
         if self.on_progress:
             self.on_progress(self.stats)
 
 
-def _utcnow() -> datetime:
-    from datetime import UTC
+_STAGES = {"connect": "when we connect", "EHLO": "at EHLO", "STARTTLS": "at STARTTLS",
+           "AUTH": "at AUTH: check the user and password of OUTREACH_SMTP_URL",
+           "MAIL": "at MAIL FROM: the sender", "RCPT": "at RCPT TO: relaying or the sender"}  # fmt: skip
 
+
+def _reply_key(result: SendResult, recipient: str) -> str:
+    """A permanent reply as it would read for any recipient (their address left out)."""
+    text = re.sub(re.escape(recipient), "<>", result.text, flags=re.IGNORECASE) if recipient else result.text
+    return f"{result.stage} {result.code} {text}"
+
+
+def _utcnow() -> datetime:
     return datetime.now(UTC)

@@ -176,12 +176,25 @@ class SendResult:
     permanent: bool = False  # a failure that no retry can mend
     code: int | None = None
     text: str = ""
-    bounce: bool = False  # no such mailbox
+    bounce: bool = False  # no such mailbox: a recipient-specific refusal at RCPT
     duration_ms: float = 0.0
+    # the command the deciding reply answers: connect, EHLO, STARTTLS, AUTH, MAIL,
+    # RCPT, DATA, "end of data" (after the message), or "" (no reply)
+    stage: str = ""
+    refused: bool = False  # the relay refuses us, not this recipient: nobody fails for it
+    uncertain: bool = False  # sent whole, but no reply came: the server may have taken it
 
 
 class EmailChannel(Protocol):
-    async def send(self, sender: str, recipient: str, message: bytes) -> SendResult: ...
+    """Sends one message per call. ``message`` is its bytes, or a function that
+    builds them for what the server offers: ``message(eight_bit, utf8)``, called
+    once the channel knows (8BITMIME: 8-bit text parts may go unencoded; SMTPUTF8:
+    addresses may go in UTF-8, else IDNA domains, and an address with a non-ASCII
+    local part cannot go); it may raise ``domain.mime.AddressError``."""
+
+    async def send(
+        self, sender: str, recipient: str, message: bytes | Callable[[bool, bool], bytes]
+    ) -> SendResult: ...
     async def close(self) -> None: ...
 
 

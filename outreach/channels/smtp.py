@@ -10,18 +10,21 @@ The password never appears in a log line, an event or an error message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from outreach.channels.smtp_pipeline import Pipeline, ServerGone
+from outreach.channels.smtp_pipeline import OutcomeUnknown, Pipeline
 from outreach.domain.errors import ConfigError
+from outreach.domain.mime import AddressError, ascii_address
 from outreach.ports import SendResult
 
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")  # where a reply's text starts
 
 
 @dataclass(frozen=True)
@@ -87,16 +90,51 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     )
 
 
-def classify(code: int | None, text: str) -> tuple[bool, bool]:
-    """(permanent, bounce) for an SMTP error reply: 5xx is permanent; 5.1.x (bad
-    mailbox or address) also means the address bounces."""
-    enhanced = _ENHANCED.search(text or "")
-    permanent = (code or 0) >= 500
-    bounce = permanent and (
-        (code in (550, 551, 553) and enhanced is None)
-        or bool(enhanced and enhanced.group(1) == "5" and enhanced.group(2) == "1")
-    )
-    return permanent, bounce
+def judge(code: int | None, text: str, stage: str) -> str:
+    """What an SMTP error reply means, by the command it answers (``stage``):
+
+    - ``temporary``: 4xx (or no code): try again later;
+    - ``refused``: the relay refuses us, not this recipient: any 5xx at connect, EHLO,
+      STARTTLS, AUTH or MAIL FROM, and at RCPT a refusal to relay (5.7.x, or "relay"
+      without a 5.1.x code), or of the sender (5.1.7, 5.1.8, "sender");
+    - ``bounce``: a recipient-specific answer to RCPT: 5.1.x, or 550/551/553 without
+      an enhanced code whose text names the mailbox ("User unknown", "No such user",
+      "mailbox unavailable" ...): the address does not exist;
+    - ``failed``: any other 5xx: this message to this recipient cannot go (a DATA
+      refusal such as "554 5.7.1 rejected as spam" is the message's, never a bounce).
+    """
+    if code is None or code < 500:
+        return "temporary"
+    if stage not in ("RCPT", "DATA", "end of data"):
+        return "refused"
+    if stage != "RCPT":
+        return "failed"
+    text = text or ""
+    enhanced = _ENHANCED.match(text)
+    if enhanced is not None:
+        subject = (enhanced.group(2), enhanced.group(3))
+        if subject[0] == "7" or subject in (("1", "7"), ("1", "8")):  # security; the sender
+            return "refused"
+        if subject[0] == "1":  # addressing: this mailbox or its domain
+            return "bounce"
+    if _US.search(text):
+        return "refused"
+    if enhanced is None and code in (550, 551, 553) and _NO_MAILBOX.search(text):
+        return "bounce"
+    return "failed"
+
+
+# what a refusal of us (not of one recipient) says at RCPT
+_US = re.compile(r"\brelay|\bsender\b", re.IGNORECASE)
+# how common servers say that a mailbox does not exist, without an enhanced code
+_NO_MAILBOX = re.compile(
+    r"user unknown|unknown (user|mailbox|recipient|address)|no such (user|mailbox|recipient|address|account)"
+    r"|mailbox (unavailable|not found|unknown|does ?n[o']t exist)|user not (found|local)"
+    r"|(recipient|address|account|user) (does ?n[o']t exist|not found)|invalid (mailbox|recipient)",
+    re.IGNORECASE,
+)
+
+Compose = Callable[[bool, bool], bytes]  # (eight_bit, utf8) -> the message's bytes
 
 
 class SmtpPool:
@@ -106,8 +144,8 @@ class SmtpPool:
     def __init__(self, target: SmtpTarget) -> None:
         self.target = target
         self.local = False  # the embedded Maildir target: no relay limits apply
-        self.eight_bit = False  # the server announced 8BITMIME: text may go unencoded
-        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP | Pipeline | None] = asyncio.LifoQueue()
+        self.eight_bit = False  # the last server connected to announced 8BITMIME
+        self._idle: asyncio.LifoQueue[Pipeline | None] = asyncio.LifoQueue()
         for _ in range(target.pool):
             self._idle.put_nowait(None)
 
@@ -118,108 +156,129 @@ class SmtpPool:
     def _client(self) -> aiosmtplib.SMTP:
         t = self.target
         return aiosmtplib.SMTP(
-            hostname=t.host, port=t.port, username=t.username, password=t.password,
-            use_tls=t.tls == "tls", start_tls=t.tls == "starttls",
+            hostname=t.host, port=t.port, use_tls=t.tls == "tls", start_tls=t.tls == "starttls",
             timeout=t.timeout, validate_certs=t.host not in ("127.0.0.1", "localhost"),
         )  # fmt: skip
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> SendResult:
-        """One message, one transaction: MAIL, RCPT, DATA on a pooled connection.
+    async def _open(self) -> Pipeline:
+        """A new connection: greeting, (STARTTLS,) EHLO, AUTH; each refusal raised
+        as ``_Refused`` with the command it answers."""
+        client = self._client()
+        stage = "connect"
+        try:
+            await client.connect()  # the greeting (and with STARTTLS, EHLO and STARTTLS)
+            stage = "EHLO"
+            await client.ehlo()
+            if self.target.username:
+                stage = "AUTH"
+                await client.login(self.target.username, self.target.password or "")
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+                stage = "connect"
+            elif isinstance(exc, aiosmtplib.SMTPHeloError):
+                stage = "EHLO"
+            elif stage == "connect":
+                stage = "STARTTLS" if self.target.tls == "starttls" else "EHLO"
+            raise _Refused(exc.code, exc.message, stage) from None
+        except aiosmtplib.SMTPNotSupported as exc:  # AUTH asked for, not offered
+            client.close()
+            raise _Refused(530, f"no AUTH: {exc}", "AUTH") from None
+        pipe = Pipeline.take_over(client, self.target.timeout)
+        self.eight_bit = pipe.eight_bit
+        return pipe
+
+    async def send(self, sender: str, recipient: str, message: bytes | Compose) -> SendResult:
+        """One message, one transaction on a pooled connection. ``message`` is the
+        message's bytes, or a function that builds them for what the connection's
+        server offers (8BITMIME, SMTPUTF8).
 
         The addresses were validated when the contact was stored, so they go out as
-        ``<address>`` without aiosmtplib's ``sendmail`` parsing them again (which cost
-        more than the rest of the transaction); replies are checked here.
+        ``<address>`` as they are where the server offers SMTPUTF8, else with IDNA
+        domains; an address whose local part is not ASCII then fails (not a bounce).
         """
-        client = await self._idle.get()
+        pipe = await self._idle.get()
         start = time.perf_counter()
         try:
-            if client is None or not client.is_connected:
-                client = self._client()
-                await client.connect()
-                await client.ehlo()
-                self.eight_bit = client.supports_extension("8bitmime")
-                if client.supports_extension("pipelining"):
-                    client = Pipeline.take_over(client, self.target.timeout)
-            options = b" SMTPUTF8" if not (sender + recipient).isascii() else b""
-            if not message.isascii():  # built with 8-bit text parts (see eight_bit)
+            if pipe is None or not pipe.is_connected:
+                pipe = None
+                pipe = await self._open()
+            envelope = _envelope(pipe, sender, recipient, message)
+            if isinstance(envelope, SendResult):
+                return dataclasses.replace(envelope, duration_ms=_ms(start))
+            mail_from, rcpt_to, data = envelope
+            options = b" SMTPUTF8" if pipe.smtputf8 and not _head(data).isascii() else b""
+            if not data.isascii():  # built with 8-bit text parts (see eight_bit)
                 options += b" BODY=8BITMIME"
-            if isinstance(client, Pipeline):
-                return await self._pipelined(client, sender, recipient, message, options, start)
-            reply = await client.execute_command(
-                b"MAIL", b"FROM:<" + sender.encode() + b">" + options
-            )
-            if reply.code != 250:
-                return await self._refused(client, reply.code, reply.message, start)
-            reply = await client.execute_command(b"RCPT", b"TO:<" + recipient.encode() + b">")
-            if reply.code not in (250, 251):
-                return await self._refused(client, reply.code, reply.message, start)
-            reply = await client.data(message)
-            return SendResult(
-                True, code=reply.code, text=_short(reply.message), duration_ms=_ms(start)
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code == 421:  # the server is closing this connection
-                client = await _drop(client)
-            else:
-                await _reset(client)
-            permanent, bounce = classify(exc.code, exc.message)
-            return SendResult(False, permanent, exc.code, _short(exc.message), bounce, _ms(start))
-        except (TimeoutError, aiosmtplib.SMTPException, OSError, ValueError) as exc:
-            client = await _drop(client)
-            return SendResult(
-                False, False, None, _short(f"{type(exc).__name__}: {exc}"), False, _ms(start)
-            )
-        finally:
-            self._idle.put_nowait(client)
-
-    async def _pipelined(self, pipe: Pipeline, sender: str, recipient: str, message: bytes,
-                         options: bytes, start: float) -> SendResult:  # fmt: skip
-        try:
-            code, text = await pipe.send(sender.encode(), recipient.encode(), message, options)
-        except (ServerGone, TimeoutError, OSError) as exc:
-            pipe.close()
+            reply = await pipe.send(mail_from, rcpt_to, data, options)
+        except _Refused as exc:
+            return _failure(exc.code, exc.text, exc.stage, start)
+        except OutcomeUnknown as exc:
+            return SendResult(False, text=_short(str(exc)), duration_ms=_ms(start), uncertain=True)
+        except ValueError as exc:  # an address with a line break: it can never go
+            return SendResult(False, True, None, _short(str(exc)), duration_ms=_ms(start), stage="RCPT")
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            if pipe is not None:
+                pipe.close()
             return SendResult(False, False, None, _short(f"{type(exc).__name__}: {exc}"), False, _ms(start))
-        if code == 250:
-            return SendResult(True, code=code, text=_short(text), duration_ms=_ms(start))
-        if code == 421:  # the server is closing this connection
-            pipe.close()
-        permanent, bounce = classify(code, text)
-        return SendResult(False, permanent, code, _short(text), bounce, _ms(start))
-
-    @staticmethod
-    async def _refused(client: aiosmtplib.SMTP, code: int, text: str, start: float) -> SendResult:
-        if code == 421:
-            await _drop(client)
-        else:
-            await _reset(client)
-        permanent, bounce = classify(code, text)
-        return SendResult(False, permanent, code, _short(text), bounce, _ms(start))
+        finally:
+            self._idle.put_nowait(pipe)
+        if reply.code == 250:
+            return SendResult(True, code=250, text=_short(reply.text), duration_ms=_ms(start), stage=reply.stage)
+        return _failure(reply.code, reply.text, reply.stage, start)
 
     async def close(self) -> None:
         while not self._idle.empty():
-            client = self._idle.get_nowait()
-            if isinstance(client, Pipeline):
-                await client.quit()
-            elif client is not None and client.is_connected:
-                try:
-                    await client.quit()
-                except (aiosmtplib.SMTPException, OSError, RuntimeError, ValueError):
-                    client.close()
+            pipe = self._idle.get_nowait()
+            if pipe is not None:
+                await pipe.quit()
         for _ in range(self.target.pool):
             self._idle.put_nowait(None)
 
 
-async def _drop(client: aiosmtplib.SMTP | None) -> None:
-    if client is not None:
-        client.close()
+class _Refused(Exception):
+    def __init__(self, code: int, text: str, stage: str) -> None:
+        super().__init__(code, text, stage)
+        self.code, self.text, self.stage = code, text, stage
 
 
-async def _reset(client: aiosmtplib.SMTP) -> None:
-    """RSET after a refused transaction, so the connection can carry the next one."""
+def _envelope(pipe: Pipeline, sender: str, recipient: str,
+              message: bytes | Compose) -> tuple[bytes, bytes, bytes] | SendResult:  # fmt: skip
+    """MAIL FROM and RCPT TO as this server takes them, and the message built for it;
+    or why it cannot go there."""
+    utf8 = pipe.smtputf8
+    if utf8 or (sender.isascii() and recipient.isascii()):
+        mail_from, rcpt_to = sender, recipient
+    else:
+        try:
+            mail_from = ascii_address(sender)
+        except AddressError as exc:
+            raise _Refused(553, f"the sender {sender} has no ASCII form ({exc.problem}) and the relay "
+                                "does not offer SMTPUTF8", "MAIL") from None  # fmt: skip
+        try:
+            rcpt_to = ascii_address(recipient)
+        except AddressError as exc:
+            return SendResult(False, True, None, f"{recipient}: {exc.problem} and the relay does not "
+                              "offer SMTPUTF8 (RFC 6531): this address cannot go through it", stage="RCPT")  # fmt: skip
     try:
-        await client.rset()
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        client.close()
+        data = message(pipe.eight_bit, utf8) if callable(message) else message
+    except AddressError as exc:
+        raise _Refused(553, f"the sender or Reply-To has no ASCII form ({exc.problem}) and the relay "
+                            "does not offer SMTPUTF8", "MAIL") from None  # fmt: skip
+    return mail_from.encode(), rcpt_to.encode(), data
+
+
+def _head(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[:end]
+
+
+def _failure(code: int | None, text: str, stage: str, start: float) -> SendResult:
+    kind = judge(code, text, stage)
+    return SendResult(
+        False, permanent=kind != "temporary", code=code, text=_short(text), bounce=kind == "bounce",
+        duration_ms=_ms(start), stage=stage, refused=kind == "refused",
+    )  # fmt: skip
 
 
 def _short(text: str) -> str:

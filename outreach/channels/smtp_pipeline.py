@@ -1,43 +1,72 @@
-"""SMTP transactions with PIPELINING (RFC 2920) on a connection aiosmtplib opened.
+"""SMTP transactions on a connection aiosmtplib opened (RFC 5321; with PIPELINING,
+RFC 2920, when the server offers it).
 
-aiosmtplib connects, secures (TLS or STARTTLS), authenticates and says EHLO; it
-then waits for the reply to each command before sending the next, four round
-trips and four parses per message. When the server offers PIPELINING, this
-protocol takes the connection over (``transport.set_protocol``) and sends MAIL,
-RCPT and DATA in one write, then the message: two round trips. It does nothing
-else: no connection set-up, no TLS, no authentication of its own.
+aiosmtplib connects, secures (TLS or STARTTLS), says EHLO and authenticates; this
+protocol then takes the connection over (``transport.set_protocol``) and runs each
+transaction itself. Where the server offers PIPELINING, MAIL, RCPT and DATA go in
+one write, then the message: two round trips; otherwise one command at a time. It
+does nothing else: no connection set-up, no TLS, no authentication of its own.
+
+Every reply comes back with the command it answers (``Reply.stage``), so that a
+refusal is attributed to what it refuses. Once the message and its final dot are
+written, a connection lost or a reply that does not come in time leaves the outcome
+unknown (the server may have taken the message): ``OutcomeUnknown``, never a
+plain failure.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import NamedTuple
 
 import aiosmtplib
 
-Reply = tuple[int, str]
 _MAX_REPLY = 64 * 1024
+
+
+class Reply(NamedTuple):
+    code: int
+    text: str
+    stage: str = ""  # the command it answers: MAIL, RCPT, DATA, or "end of data"
 
 
 class ServerGone(ConnectionError):
     pass
 
 
+class OutcomeUnknown(Exception):
+    """The message went out whole, final dot included, but no reply came: the server
+    may have taken it (connection lost or timed out after the dot)."""
+
+
 class Pipeline(asyncio.Protocol):
-    def __init__(self, transport: asyncio.Transport, timeout: float) -> None:
+    def __init__(self, transport: asyncio.Transport, timeout: float, *, pipelining: bool = True,
+                 eight_bit: bool = False, smtputf8: bool = False) -> None:  # fmt: skip
         self.transport = transport
         self.timeout = timeout
+        self.pipelining = pipelining  # the server offers PIPELINING
+        self.eight_bit = eight_bit  # ... 8BITMIME
+        self.smtputf8 = smtputf8  # ... SMTPUTF8
+        self._dot = False  # this transaction's message and final dot were written
+        self._reset = False  # this transaction was refused: RSET before the next
         self._buffer = bytearray()
         self._lines: list[bytes] = []  # the lines of a multi-line reply so far
-        self._replies: deque[Reply] = deque()
+        self._replies: deque[tuple[int, str]] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._lost: Exception | None = None
 
     @classmethod
     def take_over(cls, client: aiosmtplib.SMTP, timeout: float) -> Pipeline:
+        """The connection of ``client`` (connected, EHLO said), with what its server
+        offers."""
         transport = client.protocol.transport  # type: ignore[union-attr]
-        pipeline = cls(transport, timeout)
+        pipeline = cls(
+            transport, timeout, pipelining=client.supports_extension("pipelining"),
+            eight_bit=client.supports_extension("8bitmime"),
+            smtputf8=client.supports_extension("smtputf8"),
+        )  # fmt: skip
         transport.set_protocol(pipeline)
         return pipeline
 
@@ -96,7 +125,7 @@ class Pipeline(asyncio.Protocol):
         self.transport.close()
 
     # -- talking -------------------------------------------------------------------------
-    async def _reply(self) -> Reply:
+    async def _reply(self) -> tuple[int, str]:
         """The next reply (the caller bounds the wait: one timer per transaction)."""
         while not self._replies:
             if self._lost is not None:
@@ -113,30 +142,85 @@ class Pipeline(asyncio.Protocol):
             await self._writable
 
     async def send(self, sender: bytes, recipient: bytes, message: bytes, options: bytes = b"") -> Reply:
-        """One transaction; the reply that decides it (250 when delivered). A refused
-        transaction is reset, so the connection can carry the next one. Raises
-        TimeoutError when the server takes longer than ``timeout`` in all."""
+        """One transaction; the reply that decides it (250 when delivered), with the
+        command it answers. A refused transaction is reset, so the connection can
+        carry the next one. Raises OutcomeUnknown when the connection is lost or the
+        server takes longer than ``timeout`` (in all) after the final dot; before it,
+        ServerGone or TimeoutError. Either closes the connection."""
         if b"\r" in sender + recipient or b"\n" in sender + recipient:
             raise ValueError("an address holds a line break")
-        async with asyncio.timeout(self.timeout):
-            return await self._transaction(sender, recipient, message, options)
+        self._dot = self._reset = False
+        run = self._pipelined if self.pipelining else self._lockstep
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await run(sender, recipient, message, options)
+        except (ServerGone, TimeoutError, OSError) as exc:
+            self.close()
+            if self._dot:
+                what = "no reply in time" if isinstance(exc, TimeoutError) else str(exc)
+                raise OutcomeUnknown(f"after the message's final dot: {what}") from exc
+            raise
+        if reply.code == 421:  # the server is closing this connection
+            self.close()
+        elif self._reset:
+            await self._rset()
+        return reply
 
-    async def _transaction(self, sender: bytes, recipient: bytes, message: bytes, options: bytes) -> Reply:
+    async def _pipelined(self, sender: bytes, recipient: bytes, message: bytes, options: bytes) -> Reply:
         await self._write(b"MAIL FROM:<" + sender + b">" + options + b"\r\nRCPT TO:<" + recipient + b">\r\nDATA\r\n")
-        mail, rcpt, data = await self._reply(), await self._reply(), await self._reply()
-        refused = mail if mail[0] != 250 else rcpt if rcpt[0] not in (250, 251) else None
-        if data[0] == 354:
+        got: list[Reply] = []
+        try:
+            for stage in ("MAIL", "RCPT", "DATA"):
+                got.append(Reply(*await self._reply(), stage))
+                if got[-1].code == 421:
+                    return got[-1]
+        except ServerGone:  # a refusal, then the server hung up: the refusal decides
+            refusals = [r for r in got if r.code not in (250, 251, 354)]
+            if refusals:
+                return refusals[0]
+            raise
+        mail, rcpt, data = got
+        refused = mail if mail.code != 250 else rcpt if rcpt.code not in (250, 251) else None
+        if data.code == 354:
             if refused is None:
-                body = (b"." + message if message.startswith(b".") else message).replace(b"\r\n.", b"\r\n..")
-                await self._write(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-                return await self._reply()
+                return await self._message(message)
             await self._write(b".\r\n")  # the server took DATA without a recipient: end it empty
             await self._reply()
         elif refused is None:
             refused = data
-        await self._write(b"RSET\r\n")
-        await self._reply()
+        self._reset = True
         return refused
+
+    async def _lockstep(self, sender: bytes, recipient: bytes, message: bytes, options: bytes) -> Reply:
+        """One command at a time, for a server that does not offer PIPELINING."""
+        commands = ((b"MAIL FROM:<" + sender + b">" + options, "MAIL", (250,)),
+                    (b"RCPT TO:<" + recipient + b">", "RCPT", (250, 251)), (b"DATA", "DATA", (354,)))  # fmt: skip
+        for command, stage, good in commands:
+            await self._write(command + b"\r\n")
+            reply = Reply(*await self._reply(), stage)
+            if reply.code not in good:
+                self._reset = True
+                return reply
+        return await self._message(message)
+
+    async def _message(self, message: bytes) -> Reply:
+        """The message, dot-stuffed, and its final dot; the server's verdict."""
+        if self._lost is not None:
+            raise self._lost
+        body = (b"." + message if message.startswith(b".") else message).replace(b"\r\n.", b"\r\n..")
+        self._dot = True  # from here on, a lost reply leaves the outcome unknown
+        await self._write(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        return Reply(*await self._reply(), "end of data")
+
+    async def _rset(self) -> None:
+        """After a refused transaction: RSET, so the connection can carry the next one
+        (closed when that fails)."""
+        try:
+            await self._write(b"RSET\r\n")
+            async with asyncio.timeout(self.timeout):
+                await self._reply()
+        except (ServerGone, TimeoutError, OSError):
+            self.close()
 
     async def quit(self) -> None:
         try:

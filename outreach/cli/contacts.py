@@ -23,7 +23,7 @@ from rich.table import Table
 from outreach.cli.common import State, err_console, out_console, progress_wanted, selection
 from outreach.domain.columns import parse_overrides
 from outreach.domain.contact import FIELDS, Contact
-from outreach.domain.errors import shown
+from outreach.domain.errors import NotFoundError, OutreachError, shown
 from outreach.imports import MODES, ImportReport, import_files
 
 app = typer.Typer(no_args_is_help=True, help="Import, find, tag and export contacts.")
@@ -200,35 +200,11 @@ def list_(
             typer.echo(json.dumps(_as_json(c), ensure_ascii=False))
         return
     table = Table(show_lines=False)
-    for col in (
-        "email",
-        "name",
-        "organization",
-        "kind",
-        "country",
-        "lang",
-        "timezone",
-        "status",
-        "tags",
-    ):
+    for col in ("email", "name", "organization", "kind", "country", "lang", "timezone", "status", "tags"):
         table.add_column(col, overflow="fold")
     for c in found:
-        table.add_row(
-            *(
-                escape(v)
-                for v in (
-                    c.email,
-                    c.name or "",
-                    c.organization or "",
-                    c.kind,
-                    c.country or "",
-                    c.language or "",
-                    c.timezone or "",
-                    c.status,
-                    ", ".join(c.tags),
-                )
-            )
-        )
+        table.add_row(*(escape(v) for v in (c.email, c.name or "", c.organization or "", c.kind, c.country or "",
+                                            c.language or "", c.timezone or "", c.status, ", ".join(c.tags))))  # fmt: skip
     console = out_console()
     console.print(table)
     total = state.services.contacts.count(expr)
@@ -254,8 +230,6 @@ def show(ctx: typer.Context, email: Annotated[str, typer.Argument(help="Email ad
     state: State = ctx.obj
     contact = state.services.contacts.get(email)
     if contact is None:
-        from outreach.domain.errors import NotFoundError
-
         raise NotFoundError(
             f"no contact with the address {email!r}",
             hint="outreach contacts list --where 'email:*part*'",
@@ -354,6 +328,33 @@ def unsubscribe(ctx: typer.Context, emails: EmailsArg = None, where: WhereOpt = 
     state: State = ctx.obj
     n = state.services.contacts.set_status(selection(emails, where, required=True), "unsubscribed")
     typer.echo(f"unsubscribed {n} contact(s)")
+
+
+@app.command("reactivate")
+def reactivate(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="Email address of a bounced contact.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the bounce was wrong (kept with the contact).")],
+    by: Annotated[str | None, typer.Option(help="Who decides (default: your user name).")] = None,
+) -> None:
+    """Undo a wrong bounce: a bounced contact becomes active again. Who, when and why
+    are kept in its attributes (reactivated_by, reactivated_at, reactivated_reason;
+    outreach contacts show lists them). An unsubscribed or complained contact stays so.
+
+    Example: outreach contacts reactivate ana.tuilagi@example.org --reason "the relay refused everyone that day"
+    """
+    import getpass
+
+    state: State = ctx.obj
+    if not (reason := " ".join(reason.split())):
+        raise OutreachError("--reason is empty: say why the bounce was wrong", hint='--reason "..."')
+    before = state.services.contacts.reactivate(email, reason=reason, by=by or getpass.getuser())  # type: ignore[attr-defined]
+    if before is None:
+        raise NotFoundError(f"no contact with the address {email!r}", hint="outreach contacts list --where status:bounced")
+    if before not in ("bounced", "active"):
+        raise OutreachError(f"{email} is {before}, not bounced: reactivate only undoes a bounce",
+                            hint="a person who unsubscribed or complained is not written to again")  # fmt: skip
+    typer.echo(f"reactivated {email}: bounced -> active" if before == "bounced" else f"{email} is active: nothing to undo")
 
 
 @app.command("delete")

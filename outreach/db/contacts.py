@@ -196,6 +196,31 @@ class SqlContactStore:
             )
             return result.rowcount
 
+    def reactivate(self, email: str, *, reason: str, by: str) -> str | None:
+        """Undo a wrong bounce: a bounced contact becomes active again, and its attrs
+        keep who did it, when and why (``reactivated_at``, ``_by``, ``_reason``,
+        ``_from``; a later reactivation replaces them). The contact's status before
+        (only ``bounced`` is changed), or None when no contact has the address."""
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            row = conn.execute(
+                select(contacts.c.id, contacts.c.status, contacts.c.attrs).where(
+                    contacts.c.email_key == email_key(email)
+                )
+            ).first()
+            if row is None or row.status != "bounced":
+                return None if row is None else row.status
+            now = utcnow()
+            attrs = dict(row.attrs or {}) | {
+                "reactivated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "reactivated_by": by,
+                "reactivated_reason": reason, "reactivated_from": row.status,
+            }  # fmt: skip
+            conn.execute(
+                update(contacts)
+                .where(contacts.c.id == row.id, contacts.c.status == "bounced")
+                .values(status="active", attrs=attrs, updated_at=now)
+            )
+        return row.status
+
     def delete(self, expr: Expr, *, erase: bool = False, reason: str = "erased on request") -> int:
         """Delete matching contacts; with ``erase`` keep only a suppression hash of each."""
         clause = where(expr)

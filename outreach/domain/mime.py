@@ -10,18 +10,28 @@ Every header value is forced onto one line here, whatever the caller passes: CR,
 and the other control characters (and Unicode's line and paragraph separators)
 become a space, so that no stored value (a display name written into the database
 by hand, say) can end a header and start another one.
+
+Address headers (From, To, Reply-To) are built from their parts: the display name
+plain, quoted or as RFC 2047 encoded words, the address as it is, never one encoded
+word over both (a reader could not find the address in it). For a server without
+SMTPUTF8 (``utf8=False``) a domain goes in IDNA (punycode) and an address whose
+local part is not ASCII cannot go at all (``AddressError``); with SMTPUTF8 the
+address goes in UTF-8 (RFC 6532).
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
+
+from email_validator import EmailNotValidError, validate_email
 
 from outreach.domain.render import RenderedEmail
 
@@ -33,6 +43,40 @@ _LINE_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _FOLD = 78
 _MAX_LINE = 998  # RFC 5322: no line longer, whatever happens
+_WORD_BYTES = 45  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 60 base64 + "?=" is 72
+_ONE_WORD_BYTES = 600  # a name up to this long goes as one encoded word (800 base64)
+
+
+class AddressError(ValueError):
+    """An address that has no ASCII form: its local part is not ASCII (or its domain
+    is no IDNA name). ``address`` is the address as given."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(f"{address}: {problem}")
+        self.address = address
+        self.problem = problem
+
+
+@lru_cache(maxsize=4096)
+def ascii_domain(domain: str) -> str:
+    """The domain as DNS names it: IDNA (punycode) labels for a non-ASCII one."""
+    if domain.isascii():
+        return domain
+    try:
+        return validate_email("a@" + domain, check_deliverability=False).ascii_domain
+    except EmailNotValidError as exc:
+        raise AddressError(domain, f"the domain has no IDNA form ({exc})") from None
+
+
+def ascii_address(addr: str) -> str:
+    """``addr`` for a server without SMTPUTF8: the domain in IDNA. AddressError when
+    the local part is not ASCII: such an address has no ASCII form."""
+    if addr.isascii():
+        return addr
+    local, _at, domain = addr.rpartition("@")
+    if not local.isascii():
+        raise AddressError(addr, "the part before @ is not ASCII")
+    return f"{local}@{ascii_domain(domain)}"
 
 
 def one_line(value: str) -> str:
@@ -71,20 +115,58 @@ def _fold_ascii(name: str, value: str) -> str:
     return "\r\n".join(out)
 
 
-def address(name: str | None, addr: str) -> str:
-    """A mailbox for a header: the display name as it is when it is plain words,
-    quoted when it has specials, RFC 2047-encoded when it is not ASCII. (An address
-    with a non-ASCII local part goes as UTF-8: SMTPUTF8, RFC 6532.) Both are put on
-    one line first (``one_line``), before any encoding could hide a line break."""
+def address(name: str | None, addr: str, *, utf8: bool = True) -> str:
+    """A mailbox for an address header, from its parts: the display name as it is when
+    it is plain words, quoted when it is ASCII with specials, RFC 2047 encoded words
+    when it is not ASCII; then the address as it is (with ``utf8``: the server takes
+    SMTPUTF8, RFC 6532), or else with its domain in IDNA (AddressError when that
+    cannot be). Both are put on one line first (``one_line``), before any encoding
+    could hide a line break."""
     addr = one_line(addr)
+    if not utf8:
+        addr = ascii_address(addr)
     if not name:
         return addr
-    name = one_line(name)
-    if not addr.isascii():
-        return f"{name} <{addr}>"
-    if _PLAIN_PHRASE.fullmatch(name):
-        return f"{name} <{addr}>"
-    return formataddr((name, addr), charset="utf-8")
+    return f"{phrase(one_line(name))} <{addr}>"
+
+
+@lru_cache(maxsize=4096)
+def phrase(text: str) -> str:
+    """A display name (or List-Id description) as a header phrase: atoms as they
+    are, other ASCII as a quoted string, anything else as one RFC 2047 encoded word
+    (as ``email.utils.formataddr`` writes it: the standard library's address parser
+    puts a space between adjacent encoded words), or several when one would not fit
+    on a line."""
+    if _PLAIN_PHRASE.fullmatch(text):
+        return text
+    if text.isascii():
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    data = text.encode()
+    if len(data) <= _ONE_WORD_BYTES:
+        return _b_word(data)
+    words, chunk, size = [], [], 0
+    for ch in text:
+        n = len(ch.encode())
+        if size + n > _WORD_BYTES and chunk:
+            words.append("".join(chunk))
+            chunk, size = [], 0
+        chunk.append(ch)
+        size += n
+    words.append("".join(chunk))
+    return " ".join(_b_word(w.encode()) for w in words)
+
+
+def _b_word(data: bytes) -> str:
+    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+
+
+@lru_cache(maxsize=4096)
+def address_line(field: str, mailbox: str) -> bytes:
+    """An address header whose value ``address`` built: folded at spaces, never
+    encoded whole; a UTF-8 address (SMTPUTF8) goes as UTF-8."""
+    if mailbox.isascii():
+        return header_line(field, mailbox)
+    return (_fold_ascii(field, one_line(mailbox)) + "\r\n").encode("utf-8")
 
 
 def message_id(campaign: str, step: str, contact_id: int, domain: str) -> str:
@@ -127,11 +209,14 @@ def _part(kind: bytes, text: str, eight_bit: bool) -> bytes:
 
 @dataclass(frozen=True)
 class StepHeaders:
-    """What every message of a step shares, encoded once."""
+    """What every message of a step shares, encoded once: for a server that takes
+    SMTPUTF8 (``fixed``) and for one that does not (``fixed_ascii``, IDNA domains;
+    None when the sender or Reply-To has no ASCII form)."""
 
     sender: str  # bare address, also the envelope sender
-    domain: str  # of the sender: Message-IDs live there
+    domain: str  # of the sender, in ASCII (IDNA): Message-IDs live there
     fixed: bytes  # From, Reply-To, List-Id, MIME-Version
+    fixed_ascii: bytes | None = None
 
     @classmethod
     def make(
@@ -144,13 +229,37 @@ class StepHeaders:
         campaign_name: str,
     ) -> StepHeaders:
         domain = sender.rpartition("@")[2]
-        lines = [header_line("From", address(sender_name, sender))]
-        if reply_to:
-            lines.append(header_line("Reply-To", reply_to))
+        try:
+            domain = ascii_domain(domain)
+        except AddressError:
+            domain = "invalid"  # (a sender the plan check let through) only names Message-IDs
         list_id = f"{_atom(campaign_id)}.lists.{domain}"
-        lines.append(header_line("List-Id", f"{campaign_name} <{list_id}>"))
-        lines.append(b"MIME-Version: 1.0\r\n")
-        return cls(sender, domain, b"".join(lines))
+        tail = [header_line("List-Id", f"{phrase(one_line(campaign_name))} <{list_id}>"),
+                b"MIME-Version: 1.0\r\n"]  # fmt: skip
+
+        def fixed(utf8: bool) -> bytes:
+            lines = [address_line("From", address(sender_name, sender, utf8=utf8))]
+            if reply_to:
+                lines.append(_reply_to(reply_to, utf8))
+            return b"".join(lines + tail)
+
+        utf8 = fixed(True)
+        try:
+            ascii_form: bytes | None = fixed(False)
+        except AddressError:
+            ascii_form = None
+        return cls(sender, domain, utf8, ascii_form)
+
+
+def _reply_to(value: str, utf8: bool) -> bytes:
+    """Reply-To as given when it is ASCII; otherwise built from its parts."""
+    value = one_line(value)
+    if value.isascii():
+        return header_line("Reply-To", value)
+    name, addr = parseaddr(value)
+    if "@" not in addr:
+        return header_line("Reply-To", value)
+    return address_line("Reply-To", address(name, addr, utf8=utf8))
 
 
 def build(
@@ -164,12 +273,18 @@ def build(
     unsubscribe_url: str | None = None,
     unsubscribe_mailto: str | None = None,
     eight_bit: bool = False,
+    utf8: bool = False,
 ) -> bytes:
     """The whole message, ready for SMTP DATA. ``eight_bit``: the server announced
-    8BITMIME (a message with 8-bit text then goes with ``BODY=8BITMIME``)."""
+    8BITMIME (a message with 8-bit text then goes with ``BODY=8BITMIME``); ``utf8``:
+    it announced SMTPUTF8 (addresses may go in UTF-8). Without it, AddressError
+    for an address that has no ASCII form."""
+    fixed = step.fixed if utf8 else step.fixed_ascii
+    if fixed is None:
+        raise AddressError(step.sender, "the sender or Reply-To has no ASCII form")
     head = [
-        step.fixed,
-        header_line("To", address(to_name, to)),
+        fixed,
+        address_line("To", address(to_name, to, utf8=utf8)),
         header_line("Subject", email.subject),
         f"Date: {_date(date.replace(microsecond=0))}\r\nMessage-ID: {one_line(msg_id)}\r\n".encode("ascii"),
     ]
