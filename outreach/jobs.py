@@ -10,7 +10,7 @@ def fire_step(workspace: str, campaign: str, key: str) -> str:
     from outreach.app import build
     from outreach.config import load_settings
     from outreach.db.patience import Patience
-    from outreach.scheduling import fire
+    from outreach.firing import fire
 
     services = build(load_settings(Path(workspace)))
     waiting = Patience(limit=None, notify=_tell)  # the runner waits out a stalled database

@@ -18,19 +18,13 @@ from pathlib import Path
 
 from outreach.app import Services
 from outreach.checks import errors_of
+from outreach.control import approve_campaign
 from outreach.domain import audience
 from outreach.domain.contact import ContactRecord
 from outreach.domain.errors import InputFileError
+from outreach.firing import fire, promote_waiting, settle
 from outreach.ports import StepInfo
-from outreach.scheduling import (
-    approve_campaign,
-    fire,
-    job_id,
-    make_scheduler,
-    promote_waiting,
-    schedule,
-    settle,
-)
+from outreach.scheduling import job_id, make_scheduler, schedule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SPEED = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*=\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")

@@ -103,7 +103,7 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
             watcher = asyncio.create_task(watch(services.outbox.counts(), time.monotonic()))
             jobs = None
             if scheduler and not until_idle:
-                from outreach.scheduling import settle
+                from outreach.firing import settle
                 from outreach.scheduling import start as start_scheduler
 
                 jobs = start_scheduler(services)
@@ -167,7 +167,8 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
 def catch_up(services: Services, scheduler: bool) -> int:
     """Between two rounds of ``--until-idle``: how many steps changed (promoted, done,
     fired)."""
-    from outreach.scheduling import fire_due, settle
+    from outreach.firing import settle
+    from outreach.scheduling import fire_due
 
     changed = settle(services)
     if scheduler:

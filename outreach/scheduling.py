@@ -10,7 +10,7 @@ restarts; the job function is importable (``outreach.jobs:fire_step``) and its i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,32 +21,26 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
 from outreach.domain import audience as seg
-from outreach.domain.errors import OutreachError
 from outreach.domain.plan import (
     Firing,
     Plan,
     Timeline,
-    Wave,
-    parse_at,
     timeline,
     with_launches,
-    zone_term,
-    zones_at,
 )
 from outreach.domain.sender import sender_problem
+from outreach.firing import fire, parse_launch_text, promote_waiting, release_held, settle
 from outreach.guards import (
     GuardError,
     approval_problem,
-    embargo_of,
     plan_hash,
     require_campaign,
     require_clean,
-    require_scheduled_as_is,
 )
 from outreach.plans import load
-from outreach.ports import StepInfo
 
-__all__ = ["approval_problem", "plan_hash"]  # the guards', used here and by callers
+# the guards' and firing's, used here and by callers
+__all__ = ["approval_problem", "fire", "plan_hash", "promote_waiting", "release_held", "settle"]
 
 if TYPE_CHECKING:  # scheduling sits below app (which wires it); only the type is needed
     from outreach.app import Services
@@ -267,138 +261,20 @@ def reschedule(services: Services, campaign_id: str, launch: str | None, wave: s
     return schedule(services, plan_file, check=check, overrides=overrides)
 
 
-def approve_campaign(services: Services, campaign_id: str, by: str) -> tuple[int, int]:
-    """Approve the campaign as it was scheduled (and checked); held steps still within
-    their grace fire. Returns (fired, missed)."""
-    stored = require_campaign(services, campaign_id)
-    if stored["status"] == "cancelled":
-        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
-                         campaign=campaign_id)  # fmt: skip
-    services.outbox.approve(campaign_id, by, require_scheduled_as_is(services, stored))
-    return release_held(services, campaign_id)
 
 
-def fire(services: Services, campaign_id: str, key: str, now: datetime | None = None) -> str:
-    """What a job does when its instant comes; returns the step's new status. Nothing
-    it meets raises: a step that cannot fire is held or failed with its reason."""
-    step = services.outbox.step_by_key(campaign_id, key)
-    if step is None or step.status not in ("scheduled", "held"):
-        return step.status if step else "missing"
-    try:
-        return _fire(services, step, now or services.clock())
-    except OutreachError as exc:
-        services.outbox.set_step_status(step.id, "held", f"held at its time: {exc.message}")
-        return "held"
 
 
-def _fire(services: Services, step: StepInfo, now: datetime) -> str:
-    outbox = services.outbox
-    campaign_id = step.campaign
-    problem = approval_problem(services, campaign_id)
-    if problem:
-        outbox.set_step_status(step.id, "held", f"held at its time: {problem}")
-        return "held"
-    embargo = embargo_of(step)
-    due = step if embargo is None or embargo <= step.send_at else replace(step, send_at=embargo)
-    settings = step.settings
-    if step.channel != "email":
-        from outreach.posting import prepare
-
-        try:  # what it says is fixed now: a retry later posts exactly this
-            items = prepare(services.templates, services.campaign(campaign_id), step)
-        except OutreachError as exc:
-            outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
-            return "failed"
-        count = services.posts.materialize(due, items)
-        return _go(services, step, f"fired: {count} {'post(s)' if step.channel == 'x' else 'release'}"
-                   + _held_note(due, step))  # fmt: skip
-    audience = step.audience
-    if settings.get("local"):
-        wave = Wave(settings["wave"], parse_launch_text(settings["wave_launch"]), "")
-        zones = list(services.contacts.zone_counts(
-            seg.and_(seg.parse(settings["base"]), seg.Term("status", ("active",)))
-        ))  # fmt: skip
-        hold = (
-            datetime.fromisoformat(settings["hold_until"]) if settings.get("hold_until") else None
-        )
-        mine = zones_at(wave, parse_at(settings["offset"]), [datetime.fromisoformat(i) for i in settings["instants"]],
-                        step.send_at, zones, hold_until=hold)  # fmt: skip
-        if not mine:  # every zone of this group has left the audience
-            outbox.set_step_status(step.id, "done", "fired: none of its zones has a contact now")
-            return "done"
-        audience = " ".join(p for p in (settings["base"], zone_term(mine)) if p)
-        outbox.update_step(step.id, audience=audience)
-        step = outbox.step(step.id)
-        due = replace(due, audience=audience)
-    # Other firings of the same plan step (zone groups, or times before a reschedule)
-    # may have reached some of these contacts already: nobody gets it twice.
-    siblings = [s.id for s in outbox.steps(campaign_id) if s.id != step.id
-                and s.settings.get("plan_step") == settings.get("plan_step")
-                and s.settings.get("wave") == settings.get("wave")]  # fmt: skip
-    count = outbox.materialize(due, exclude_steps=siblings)
-    return _go(services, step, f"fired: {count} deliveries" + _held_note(due, step))
 
 
-def _held_note(due: StepInfo, step: StepInfo) -> str:
-    if due.send_at == step.send_at:
-        return ""
-    return f"; due at the embargo, {due.send_at:%Y-%m-%d %H:%M} UTC, not before"
 
 
-def _go(services: Services, step: StepInfo, reason: str) -> str:
-    """A fired step sends now, or waits for the steps it requires."""
-    waiting = [
-        r
-        for r in step.settings.get("requires", [])
-        if not requirement_done(services, step.campaign, r, step.settings.get("wave"))
-    ]
-    status = "waiting" if waiting else "active"
-    services.outbox.set_step_status(
-        step.id, status, reason + (f"; waiting for {', '.join(waiting)}" if waiting else "")
-    )
-    return status
 
 
-def parse_launch_text(text: str) -> datetime:
-    from outreach.domain.campaign import parse_launch
-
-    return parse_launch(text, source="launch")
 
 
-def requirement_done(
-    services: Services, campaign_id: str, plan_step: str, wave: str | None
-) -> bool:
-    steps = [s for s in services.outbox.steps(campaign_id)
-             if s.settings.get("plan_step") == plan_step and (wave is None or s.settings.get("wave") == wave)]  # fmt: skip
-    if not steps:
-        return True
-    for s in steps:
-        if s.status == "done":
-            continue
-        if s.status != "active":
-            return False
-        if s.channel == "email":
-            if services.outbox.pending(s.id) == 0:
-                continue  # every recipient had their attempt
-        elif set(services.outbox.counts(step_id=s.id)) == {"sent"}:
-            continue  # published, or every post of the thread is up
-        return False
-    return True
 
 
-def promote_waiting(services: Services) -> int:
-    """Steps waiting for others that are now complete become active."""
-    promoted = 0
-    for step in services.outbox.steps():
-        if step.status != "waiting":
-            continue
-        need = step.settings.get("requires", [])
-        if all(
-            requirement_done(services, step.campaign, r, step.settings.get("wave")) for r in need
-        ):
-            services.outbox.set_step_status(step.id, "active", f"{', '.join(need)} complete")
-            promoted += 1
-    return promoted
 
 
 def record_missed(services: Services, event: JobExecutionEvent) -> None:
@@ -419,124 +295,16 @@ def _missed(services: Services, campaign_id: str, key: str, due: datetime, now: 
         )  # fmt: skip
 
 
-def release_held(
-    services: Services, campaign_id: str, now: datetime | None = None
-) -> tuple[int, int]:
-    """After approval: held steps still within their misfire grace fire now, the
-    others are marked missed. Returns (fired, missed)."""
-    now = now or services.clock()
-    fired = missed = 0
-    for step in services.outbox.steps(campaign_id):
-        if step.status != "held":
-            continue
-        grace = timedelta(seconds=step.settings.get("misfire_s", 3600))
-        if now - step.send_at <= grace:
-            fire(services, campaign_id, step.key, now)
-            fired += 1
-        else:
-            services.outbox.set_step_status(
-                step.id,
-                "missed",
-                f"approved too late: due at {step.send_at:%Y-%m-%d %H:%M} UTC, beyond its misfire grace ({grace})",
-            )
-            missed += 1
-    return fired, missed
 
 
-def pause_campaign(services: Services, campaign_id: str) -> int:
-    """Nothing more of the campaign goes out until resumed: firings are held, sending
-    steps stop after the messages in flight."""
-    stored = require_campaign(services, campaign_id)
-    if stored["status"] == "cancelled":
-        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
-                         campaign=campaign_id)  # fmt: skip
-    services.outbox.set_campaign_status(campaign_id, "paused")
-    paused = 0
-    for step in services.outbox.steps(campaign_id):
-        if step.status in ("active", "waiting"):
-            services.outbox.set_step_status(step.id, "paused", "campaign paused by outreach pause")
-            paused += 1
-    return paused
 
 
-def resume_campaign(
-    services: Services, campaign_id: str, step_key: str | None = None
-) -> tuple[int, int]:
-    """Paused steps (by ``pause`` or an error budget) continue; held firings still
-    within their grace fire. Returns (resumed, fired)."""
-    stored = services.outbox.campaign(campaign_id)
-    steps = services.outbox.steps(campaign_id)
-    if stored is None and not steps:  # an ad hoc send's campaign has steps only
-        require_campaign(services, campaign_id)
-    if step_key is not None and step_key not in {s.key for s in steps}:
-        paused = [s.key for s in steps if s.status == "paused"]
-        raise GuardError("unknown_step", f"no step {step_key!r} in {campaign_id}"
-                         + (f" (paused: {', '.join(paused[:10])}{' ...' if len(paused) > 10 else ''})"
-                            if paused else " (none of its steps is paused)"),
-                         hint=f"outreach status {campaign_id} lists its steps", campaign=campaign_id)  # fmt: skip
-    if stored is not None and stored["status"] == "cancelled":
-        raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
-                         campaign=campaign_id)  # fmt: skip
-    if stored is not None and step_key is None:
-        services.outbox.set_campaign_status(campaign_id, "active")
-    resumed = 0
-    for step in steps:
-        if step.status == "paused" and (step_key is None or step.key == step_key):
-            services.outbox.set_step_status(step.id, "active", "resumed by outreach resume")
-            resumed += 1
-    fired = 0
-    if stored is not None and approval_problem(services, campaign_id) is None:
-        fired, _missed = release_held(services, campaign_id)
-    return resumed, fired
 
 
-def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
-    """Every step not yet done is cancelled, its jobs removed and its unsent
-    deliveries skipped (logged). Returns (steps, deliveries)."""
-    if services.outbox.campaign(campaign_id) is not None:
-        services.outbox.set_campaign_status(campaign_id, "cancelled")
-    elif not services.outbox.steps(campaign_id):
-        require_campaign(services, campaign_id)
-    editor = make_scheduler(services)
-    editor.start(paused=True)
-    steps = skipped = 0
-    try:
-        for step in services.outbox.steps(campaign_id):
-            job = editor.get_job(job_id(campaign_id, step.key))
-            if job is not None:
-                job.remove()
-            if step.status in ("done", "cancelled", "missed"):
-                continue
-            skipped += services.outbox.skip_pending(step.id, "campaign cancelled")
-            services.outbox.set_step_status(
-                step.id, "cancelled", "campaign cancelled by outreach cancel"
-            )
-            steps += 1
-    finally:
-        editor.shutdown()
-    return steps, skipped
 
 
-def finish_steps(services: Services) -> int:
-    """Active steps with nothing left to send (every delivery sent, failed or skipped)
-    become done. Returns how many."""
-    finished = 0
-    by_step = services.outbox.counts_by_step()
-    for step in services.outbox.steps():
-        if step.status != "active":
-            continue
-        counts = by_step.get(step.id, {})
-        if any(counts.get(k) for k in ("queued", "deferred", "sending", "uncertain")):
-            continue
-        summary = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "nothing to send"
-        services.outbox.set_step_status(step.id, "done", f"done: {summary}")
-        finished += 1
-    return finished
 
 
-def settle(services: Services) -> int:
-    """Steps waiting for others that are complete go on; finished steps are done."""
-    return promote_waiting(services) + finish_steps(services)
 
 
 def fire_due(services: Services, now: datetime | None = None) -> int:

@@ -78,7 +78,7 @@ def pause(
 
     Example: outreach pause cop-2014
     """
-    from outreach.scheduling import pause_campaign
+    from outreach.control import pause_campaign
 
     state: State = ctx.obj
     n = pause_campaign(state.services, campaign)
@@ -96,7 +96,7 @@ def cancel(
 
     Example: outreach cancel cop-2014 --yes
     """
-    from outreach.scheduling import cancel_campaign
+    from outreach.control import cancel_campaign
 
     state: State = ctx.obj
     if not yes and not typer.confirm(f"Cancel what is left of {campaign}?", err=True):
@@ -141,7 +141,7 @@ def approve(
 
     Example: outreach approve cop-2014 --by "Sarah Taylor"
     """
-    from outreach.scheduling import approve_campaign
+    from outreach.control import approve_campaign
 
     state: State = ctx.obj
     fired, missed = approve_campaign(state.services, campaign, by)

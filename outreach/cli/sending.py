@@ -300,7 +300,7 @@ def resume(
 
     Example: outreach resume cop-2014
     """
-    from outreach.scheduling import resume_campaign
+    from outreach.control import resume_campaign
 
     state: State = ctx.obj
     resumed, fired = resume_campaign(state.services, campaign, step)
