@@ -12,8 +12,9 @@ from datetime import timedelta
 from outreach.app import Services
 from outreach.domain import audience as seg
 from outreach.domain.errors import OutreachError
-from outreach.domain.plan import Plan, Timeline, audience_of
+from outreach.domain.plan import Plan
 from outreach.domain.sender import sender_problem
+from outreach.domain.timeline import Timeline, audience_of
 from outreach.posting import render_posts
 from outreach.scheduling import plan_timeline
 from outreach.templating import check_templates

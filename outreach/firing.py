@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from outreach.domain import audience as seg
 from outreach.domain.errors import OutreachError
-from outreach.domain.plan import Wave, parse_at, zone_term, zones_at
+from outreach.domain.plan import Wave, parse_at
+from outreach.domain.timeline import zone_term, zones_at
 from outreach.guards import approval_problem, embargo_of
 from outreach.ports import StepInfo
 

@@ -21,14 +21,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 
 from outreach.domain import audience as seg
-from outreach.domain.plan import (
-    Firing,
-    Plan,
-    Timeline,
-    timeline,
-    with_launches,
-)
+from outreach.domain.plan import Plan
 from outreach.domain.sender import sender_problem
+from outreach.domain.timeline import Firing, Timeline, timeline, with_launches
 from outreach.firing import fire, parse_launch_text, promote_waiting, release_held, settle
 from outreach.guards import (
     GuardError,

@@ -15,7 +15,8 @@ import yaml
 
 from outreach.app import Services, build
 from outreach.config import load_settings
-from outreach.domain.plan import load_plan, timeline, with_launches
+from outreach.domain.plan import load_plan
+from outreach.domain.timeline import timeline, with_launches
 from outreach.imports import import_files
 from outreach.scheduling import fire, schedule
 from tests.conftest import ROOT, Cli

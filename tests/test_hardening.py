@@ -25,8 +25,9 @@ from outreach.domain.campaign import parse_launch
 from outreach.domain.contact import normalize_contact, suppression_hash
 from outreach.domain.errors import InputFileError, SegmentError
 from outreach.domain.mime import StepHeaders, build, message_id
-from outreach.domain.plan import load_plan, timeline
+from outreach.domain.plan import load_plan
 from outreach.domain.render import RenderedEmail
+from outreach.domain.timeline import timeline
 from tests.conftest import Cli, write_csv
 from tests.test_import import _counts, contacts
 

@@ -13,7 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from outreach.domain.errors import InputFileError
-from outreach.domain.plan import Offset, load_plan, parse_at, timeline
+from outreach.domain.plan import Offset, load_plan, parse_at
+from outreach.domain.timeline import timeline
 from outreach.plans import load
 from tests.conftest import Cli
 
