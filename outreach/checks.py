@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from outreach.app import Services
 from outreach.domain import audience as seg
+from outreach.domain import channels
 from outreach.domain.errors import OutreachError
 from outreach.domain.plan import Plan
 from outreach.domain.sender import sender_problem
@@ -53,13 +54,13 @@ def check_plan(services: Services, plan: Plan, *, sample: int | None = None) -> 
             errors.append(f"campaign.from: {problem}")
     links = services.links
     for step in plan.steps:
-        kind = step.channel
+        kind = channels.channel(step.channel).template_kind
         try:
             services.templates.variants(step.template, kind)
         except OutreachError as exc:
             errors.append(f"steps[{step.id}]: {exc.message}")
             continue
-        if step.channel != "email":
+        if not channels.channel(step.channel).per_contact:
             found = check_templates(
                 services.templates, plan.campaign, [], names=[f"{step.template}.{kind}"]
             )

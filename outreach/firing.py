@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from outreach.domain import audience as seg
+from outreach.domain import channels
 from outreach.domain.errors import OutreachError
 from outreach.domain.plan import Wave, parse_at
 from outreach.domain.timeline import zone_term, zones_at
@@ -42,7 +43,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
     embargo = embargo_of(step)
     due = step if embargo is None or embargo <= step.send_at else replace(step, send_at=embargo)
     settings = step.settings
-    if step.channel != "email":
+    if not channels.channel(step.channel).per_contact:
         from outreach.posting import prepare
 
         try:  # what it says is fixed now: a retry later posts exactly this
@@ -51,7 +52,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
             outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
             return "failed"
         count = services.posts.materialize(due, items)
-        return _go(services, step, f"fired: {count} {'post(s)' if step.channel == 'x' else 'release'}"
+        return _go(services, step, f"fired: {count} {channels.channel(step.channel).units}"
                    + _held_note(due, step))  # fmt: skip
     audience = step.audience
     if settings.get("local"):
@@ -109,7 +110,7 @@ def requirement_done(
             continue
         if s.status != "active":
             return False
-        if s.channel == "email":
+        if channels.channel(s.channel).per_contact:
             if services.outbox.pending(s.id) == 0:
                 continue  # every recipient had their attempt
         elif set(services.outbox.counts(step_id=s.id)) == {"sent"}:

@@ -23,6 +23,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from outreach.domain import audience as seg
 from outreach.domain.plan import Plan
 from outreach.domain.sender import sender_problem
+from outreach.domain.status import NOT_SENT, StepStatus
 from outreach.domain.timeline import Firing, Timeline, timeline, with_launches
 from outreach.firing import fire, parse_launch_text, promote_waiting, release_held, settle
 from outreach.guards import (
@@ -113,8 +114,6 @@ def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
     return settings
 
 
-# A step in one of these has sent nothing: a reschedule moves it.
-NOT_SENT = ("scheduled", "held", "missed")
 
 PlanCheck = Callable[[Plan], list[str]]  # a plan's check errors (checks.check_plan's)
 
@@ -158,7 +157,7 @@ def schedule(services: Services, plan_file: Path, *, check: PlanCheck | None = N
         done_before = {
             (s.settings.get("plan_step"), s.settings.get("wave"))
             for s in existing.values()
-            if s.status not in (*NOT_SENT, "cancelled") and not s.settings.get("local")
+            if s.status not in (*NOT_SENT, StepStatus.CANCELLED) and not s.settings.get("local")
         }
         for firing in line.firings:
             if (firing.step.id, firing.wave.id) in done_before and firing.key not in existing:

@@ -111,7 +111,7 @@ def test_waves_restrict_audiences_and_shift_the_launch() -> None:
         ({"steps": [{**BASE["steps"][0], "requires": ["nothing"]}]}, "steps[industry].requires: no step 'nothing'"),
         ({"steps": [{**BASE["steps"][0], "id": "a", "requires": ["b"]}, {**BASE["steps"][0], "id": "b", "requires": ["a"]}]},
          "steps require each other in a loop: a -> b -> a"),
-        ({"steps": [{**BASE["steps"][0], "channel": "fax"}]}, "steps[industry].channel: Input should be 'email', 'x' or 'press'"),
+        ({"steps": [{**BASE["steps"][0], "channel": "fax"}]}, "steps[industry].channel: unknown channel 'fax'; use one of: email, x, press"),
     ],
 )  # fmt: skip
 def test_plan_errors_name_file_line_and_field(tmp_path: Path, change: dict, message: str) -> None:

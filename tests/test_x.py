@@ -254,8 +254,11 @@ def test_a_post_in_flight_at_a_crash_is_never_posted_again_blindly(launch: Servi
     assert launch.outbox.recover() == 1
     assert thread_state(launch)[0][1] == "uncertain"
     assert launch.poster().run_due() == 0 and len(responses.calls) == 0
-    reason = launch.outbox.events(step_key=THREAD, event="uncertain")[0]["detail"]["reason"]
-    assert f"outreach deliveries retry {item.delivery_id}" in reason
+    detail = launch.outbox.events(step_key=THREAD, event="uncertain")[0]["detail"]
+    assert "a person must decide" in detail["reason"] and detail["decide"] == "retry or mark-sent"
+    # the log stores the fact; the CLI names the commands (a web page links them)
+    shown = Cli(launch.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})("log", "--event", "uncertain").stdout
+    assert f"outreach deliveries retry {item.delivery_id}" in " ".join(shown.split())
     launch.posts.retry(item.delivery_id, "Ana")
     for post_id in ("1", "2", "3"):
         responses.post(TWEETS, json=created(post_id), status=201)

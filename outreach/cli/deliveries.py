@@ -35,6 +35,8 @@ def show(ctx: typer.Context, delivery: Annotated[int, typer.Argument(help="Deliv
         console.print(f"text: {escape(row['content']['text'])}")
     for e in state.services.outbox.events(delivery_id=delivery, limit=1000):
         reason = e["detail"].get("reason") or e["detail"].get("reply") or ""
+        if e["detail"].get("decide"):
+            reason += f" (outreach deliveries retry {delivery}, or mark-sent {delivery} --post-id N if it is on X)"
         console.print(f"  {e['at']:%Y-%m-%d %H:%M:%S}  {e['event']:<12} {escape(str(reason))}")
 
 

@@ -286,9 +286,17 @@ def log(
     for e in events:
         table.add_row(
             f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), str(e["delivery_id"] or ""),
-            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"])),
+            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"]) + _decide(e)),
         )  # fmt: skip
     console.print(table)
+
+
+def _decide(event: dict) -> str:
+    """The commands for an event that leaves a decision to a person."""
+    if not event["detail"].get("decide") or event["delivery_id"] is None:
+        return ""
+    n = event["delivery_id"]
+    return f"; decide: outreach deliveries retry {n}, or outreach deliveries mark-sent {n} --post-id N if it is on X"
 
 
 def resume(

@@ -22,7 +22,9 @@ from outreach.db.models import (
 )
 from outreach.db.patience import Patience, patient
 from outreach.db.segments import where
+from outreach.domain import channels
 from outreach.domain.audience import parse
+from outreach.domain.status import DeliveryStatus
 from outreach.ports import Claimed, Outcome, StepInfo
 
 _CONTACT_COLUMNS = [
@@ -134,23 +136,22 @@ class SqlOutbox(SqlCampaigns, SqlLog):
             rows = conn.execute(
                 select(deliveries.c.id, deliveries.c.step_id, steps.c.channel)
                 .join(steps, steps.c.id == deliveries.c.step_id)
-                .where(deliveries.c.status == "sending")
+                .where(deliveries.c.status == DeliveryStatus.SENDING)
             ).all()
             now = self.clock()
             for row in rows:
-                resend = row.channel in ("email", "press")  # publishing again rewrites the same page
+                policy = channels.channel(row.channel)  # what a crash means on this channel
+                resend = policy.resend_after_crash
                 conn.execute(
                     update(deliveries).where(deliveries.c.id == row.id).values(
-                        status="queued" if resend else "uncertain", uncertain=1, due_at=now, updated_at=now,
+                        status=DeliveryStatus.QUEUED if resend else DeliveryStatus.UNCERTAIN,
+                        uncertain=1, due_at=now, updated_at=now,
                     )
                 )  # fmt: skip
-                then = {
-                    "email": "sending it again: the recipient may get it twice",
-                    "press": "publishing it again (the same page and feed entry)",
-                }.get(row.channel, "not posted again: a person must decide (outreach deliveries "
-                      f"retry {row.id}, or mark-sent {row.id} --post-id N if it is on X)")  # fmt: skip
-                self._event(conn, row.step_id, row.id, "uncertain",
-                            {"reason": "the sender stopped while this was being sent; " + then})
+                detail = {"reason": "the sender stopped while this was being sent; " + policy.after_crash}
+                if not resend:
+                    detail["decide"] = "retry or mark-sent"  # the edge names the commands or links
+                self._event(conn, row.step_id, row.id, DeliveryStatus.UNCERTAIN, detail)
         return len(rows)
 
     def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]:

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from outreach.domain import audience as seg
+from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, parse_launch
 from outreach.domain.errors import InputFileError, OutreachError
 
@@ -120,7 +121,7 @@ class RateModel(_Model):
 
 class StepModel(_Model):
     id: str = Field(pattern=_ID)
-    channel: Literal["email", "x", "press"]
+    channel: str
     template: str = Field(min_length=1)
     audience: str = ""
     at: str
@@ -132,6 +133,13 @@ class StepModel(_Model):
     rate: RateModel | None = None
 
     _audience = field_validator("audience")(_check_audience)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        if value not in channels.names():
+            raise ValueError(f"unknown channel {value!r}; use one of: {', '.join(channels.names())}")
+        return value
 
     @field_validator("at")
     @classmethod
