@@ -258,8 +258,6 @@ class Dispatcher:
     def _result(self, item: Claimed, step: _Step, result: SendResult, msg_id: str) -> Outcome:
         detail = {"code": result.code, "reply": result.text, "duration_ms": result.duration_ms,
                   "message_id": msg_id, "attempt": item.attempts}  # fmt: skip
-        if result.stage:
-            detail["stage"] = result.stage
         if item.uncertain:
             detail["uncertain"] = True
             detail["reason"] = "sent again after an attempt whose outcome is unknown: it may arrive twice"
@@ -267,6 +265,8 @@ class Dispatcher:
             step.failures_in_a_row = step.permanent_in_a_row = 0
             step.run_key, step.run_ids, step.refusal = None, [], None
             return self._outcome(item, "sent", detail, message_id=msg_id)
+        if result.stage:  # the command the reply answers
+            detail["stage"] = result.stage
         key = _reply_key(result, item.contact.email) if result.permanent else None
         if result.refused or (key is not None and key == step.refusal):
             return self._refused(item, step, result, detail, held=key is not None and key == step.refusal)

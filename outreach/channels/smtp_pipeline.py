@@ -23,6 +23,7 @@ from typing import NamedTuple
 import aiosmtplib
 
 _MAX_REPLY = 64 * 1024
+_PIPELINED = ("MAIL", "RCPT", "DATA")  # the commands of one write, in order
 
 
 class Reply(NamedTuple):
@@ -168,26 +169,25 @@ class Pipeline(asyncio.Protocol):
 
     async def _pipelined(self, sender: bytes, recipient: bytes, message: bytes, options: bytes) -> Reply:
         await self._write(b"MAIL FROM:<" + sender + b">" + options + b"\r\nRCPT TO:<" + recipient + b">\r\nDATA\r\n")
-        got: list[Reply] = []
+        got: list[tuple[int, str]] = []
         try:
-            for stage in ("MAIL", "RCPT", "DATA"):
-                got.append(Reply(*await self._reply(), stage))
-                if got[-1].code == 421:
-                    return got[-1]
+            for stage in _PIPELINED:
+                got.append(await self._reply())
+                if got[-1][0] == 421:
+                    return Reply(*got[-1], stage)
         except ServerGone:  # a refusal, then the server hung up: the refusal decides
-            refusals = [r for r in got if r.code not in (250, 251, 354)]
-            if refusals:
-                return refusals[0]
+            for (code, text), stage in zip(got, _PIPELINED, strict=False):
+                if code not in (250, 251, 354):
+                    return Reply(code, text, stage)
             raise
         mail, rcpt, data = got
-        refused = mail if mail.code != 250 else rcpt if rcpt.code not in (250, 251) else None
-        if data.code == 354:
-            if refused is None:
-                return await self._message(message)
-            await self._write(b".\r\n")  # the server took DATA without a recipient: end it empty
+        if mail[0] == 250 and rcpt[0] in (250, 251) and data[0] == 354:
+            return await self._message(message)
+        refused = (Reply(*mail, "MAIL") if mail[0] != 250 else Reply(*rcpt, "RCPT") if rcpt[0] not in (250, 251)
+                   else Reply(*data, "DATA"))  # fmt: skip
+        if data[0] == 354:  # the server took DATA without a recipient: end it empty
+            await self._write(b".\r\n")
             await self._reply()
-        elif refused is None:
-            refused = data
         self._reset = True
         return refused
 

@@ -123,14 +123,13 @@ def address(name: str | None, addr: str, *, utf8: bool = True) -> str:
     cannot be). Both are put on one line first (``one_line``), before any encoding
     could hide a line break."""
     addr = one_line(addr)
-    if not utf8:
+    if not utf8 and not addr.isascii():
         addr = ascii_address(addr)
     if not name:
         return addr
     return f"{phrase(one_line(name))} <{addr}>"
 
 
-@lru_cache(maxsize=4096)
 def phrase(text: str) -> str:
     """A display name (or List-Id description) as a header phrase: atoms as they
     are, other ASCII as a quoted string, anything else as one RFC 2047 encoded word
@@ -160,7 +159,6 @@ def _b_word(data: bytes) -> str:
     return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
 
 
-@lru_cache(maxsize=4096)
 def address_line(field: str, mailbox: str) -> bytes:
     """An address header whose value ``address`` built: folded at spaces, never
     encoded whole; a UTF-8 address (SMTPUTF8) goes as UTF-8."""
