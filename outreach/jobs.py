@@ -1,16 +1,38 @@
 """Job functions APScheduler stores by name (``outreach.jobs:fire_step``): importable,
-with plain arguments, each building its own services from the workspace's settings."""
+with plain arguments. In the process that runs the scheduler (``scheduling.start``)
+a job uses that process's services for its workspace, so it fires against the same
+database and settings; elsewhere it builds its own from the workspace's settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from outreach.app import Services
+
+# workspace -> the services of the scheduler running for it in this process
+_running: dict[str, Services] = {}
+
+
+def serve(services: Services) -> None:
+    """Jobs of this workspace fire with ``services`` (until ``stop_serving``)."""
+    _running[str(services.settings.workspace)] = services
+
+
+def stop_serving(services: Services) -> None:
+    _running.pop(str(services.settings.workspace), None)
 
 
 def fire_step(workspace: str, campaign: str, key: str) -> str:
-    from outreach.app import build
-    from outreach.config import load_settings
     from outreach.db.patience import Patience
     from outreach.firing import fire
+
+    services = _running.get(workspace)
+    if services is not None:
+        return services.outbox.patience.run(f"firing {key}", lambda: fire(services, campaign, key))
+    from outreach.app import build
+    from outreach.config import load_settings
 
     services = build(load_settings(Path(workspace)))
     waiting = Patience(limit=None, notify=_tell)  # the runner waits out a stalled database

@@ -365,7 +365,10 @@ def prepare(services: Services) -> None:
 
 def start(services: Services) -> BackgroundScheduler:
     """The running scheduler of ``outreach run``: jobs fire in its threads."""
+    from outreach import jobs
+
     scheduler = BackgroundScheduler(**_options(services))
     scheduler.add_listener(lambda event: record_missed(services, event), EVENT_JOB_MISSED)
+    jobs.serve(services)  # its jobs fire with these services (the same database)
     scheduler.start()
     return scheduler

@@ -26,19 +26,25 @@ ENV = {"OUTREACH_SECRET_KEY": "k"}
 
 
 @pytest.fixture
-def services(tmp_path: Path):  # type: ignore[no-untyped-def]
+def env(database_url: str) -> dict[str, str]:
+    """Every test here runs on a real SQLite file and on a real PostgreSQL."""
+    return {**ENV, "OUTREACH_DATABASE_URL": database_url}
+
+
+@pytest.fixture
+def services(tmp_path: Path, env: dict[str, str]):  # type: ignore[no-untyped-def]
     ws = tmp_path / "ws"
     for folder in ("contacts", "templates", "schedules"):
         shutil.copytree(ROOT / folder, ws / folder)
-    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": "", **ENV}))
+    services = build(load_settings(ws, env=env))
     import_files(services.contacts, sorted((ws / "contacts").glob("*.csv")))
     yield services
     services.close()
 
 
 @pytest.fixture
-def cli(services: Services) -> Cli:
-    return Cli(services.settings.workspace, env=ENV)
+def cli(services: Services, env: dict[str, str]) -> Cli:
+    return Cli(services.settings.workspace, env=env)
 
 
 @pytest.fixture
@@ -100,7 +106,9 @@ def test_a_reschedule_that_would_break_the_embargo_is_refused(services: Services
 def test_a_public_step_fires_no_earlier_than_its_embargo(services: Services) -> None:
     """Whatever the stored step says, its deliveries fall due at the embargo."""
     schedule(services, services.settings.workspace / PLAN)
-    Cli(services.settings.workspace, env=ENV)("approve", "cop-2014", "--by", "T")
+    Cli(services.settings.workspace, env={**ENV, "OUTREACH_DATABASE_URL": services.settings.database_url})(
+        "approve", "cop-2014", "--by", "T"
+    )
     key = "partner-email@20140905T0730Z"
     step = services.outbox.step_by_key("cop-2014", key)
     embargo = datetime(2014, 9, 5, 8, tzinfo=UTC)  # later than the step, as if moved

@@ -34,16 +34,20 @@ PLAN = "schedules/cop-guidelines-2014.yaml"
 
 
 @pytest.fixture
-def services(tmp_path: Path):  # type: ignore[no-untyped-def]
+def services(tmp_path: Path, database_url: str):  # type: ignore[no-untyped-def]
     ws = tmp_path / "ws"
     for folder in ("contacts", "templates", "schedules"):
         shutil.copytree(ROOT / folder, ws / folder)
     services = build(
-        load_settings(ws, env={"OUTREACH_DATABASE_URL": "", "OUTREACH_SECRET_KEY": "k"})
+        load_settings(ws, env={"OUTREACH_DATABASE_URL": database_url, "OUTREACH_SECRET_KEY": "k"})
     )
     import_files(services.contacts, sorted((ws / "contacts").glob("*.csv")))
     yield services
     services.close()
+
+
+def _env(services: Services) -> dict[str, str]:
+    return {"OUTREACH_SECRET_KEY": "k", "OUTREACH_DATABASE_URL": services.settings.database_url}
 
 
 def jobs(services: Services) -> dict[str, datetime]:
@@ -202,7 +206,7 @@ def test_a_job_missed_beyond_its_grace_is_logged_not_dropped(services: Services)
 
 
 def test_schedule_approve_status_commands(services: Services) -> None:
-    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    cli = Cli(services.settings.workspace, env=_env(services))
     out = cli("schedule", PLAN).stdout
     assert "33 firing(s) added" in out and "not approved" in out
     status = cli("status", "cop-2014").stdout
@@ -222,7 +226,7 @@ def test_pause_resume_and_cancel(services: Services) -> None:
     media = "embargoed-media@20140903T0600Z"
     when = datetime(2014, 9, 3, 6, 0, 30, tzinfo=UTC)
     assert fire(services, "cop-2014", media, when) == "active"
-    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    cli = Cli(services.settings.workspace, env=_env(services))
     assert "1 sending step(s) stopped" in cli("pause", "cop-2014").stdout
     assert services.outbox.step_by_key("cop-2014", media).status == "paused"
     assert "paused" in approval_problem(services, "cop-2014")
@@ -245,7 +249,7 @@ def test_reschedule_moves_every_step_not_yet_fired(services: Services) -> None:
     approve(services)
     media = "embargoed-media@20140903T0600Z"
     assert fire(services, "cop-2014", media, datetime(2014, 9, 3, 6, tzinfo=UTC)) == "active"
-    cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "k"})
+    cli = Cli(services.settings.workspace, env=_env(services))
     out = cli("reschedule", "cop-2014", "--launch", "2014-09-08 10:00").stdout
     assert "1 already fired" in out
     registered = jobs(services)
@@ -295,7 +299,7 @@ def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None
     finally:
         editor.shutdown()
     exe = Path(sys.executable).with_name("outreach")
-    env = {**os.environ, "OUTREACH_DATABASE_URL": "", "OUTREACH_SMTP_URL": "", "OUTREACH_SECRET_KEY": "k"}
+    env = {**os.environ, "OUTREACH_DATABASE_URL": services.settings.database_url, "OUTREACH_SMTP_URL": "", "OUTREACH_SECRET_KEY": "k"}
 
     def start_run() -> subprocess.Popen:
         return subprocess.Popen([str(exe), "-w", str(ws), "run"], env=env, stdout=subprocess.DEVNULL,
@@ -319,7 +323,7 @@ def test_kill_9_of_outreach_run_loses_no_pending_job(services: Services) -> None
         assert services.outbox.step(strict.id).status == "missed"
         reason = services.outbox.events(step_key=strict.key, event="missed")[0]["detail"]["reason"]
         assert "the sender was not running" in reason and "misfire grace (0:00:02)" in reason
-        status = Cli(ws, env={"OUTREACH_SECRET_KEY": "k"})("status", "soon").stdout
+        status = Cli(ws, env=_env(services))("status", "soon").stdout
         assert "missed" in status
     finally:
         second.send_signal(signal.SIGTERM)
