@@ -87,7 +87,7 @@ def recipient(event: dict[str, Any]) -> str:
 
 
 DETAIL_KEYS = ("reason", "code", "reply", "next_attempt", "message_id", "post_id", "in_reply_to",
-               "url", "duration_ms", "uncertain", "bounce", "attempt")  # fmt: skip
+               "url", "duration_ms", "uncertain", "bounce", "attempt", "stage", "counts_as_attempt")  # fmt: skip
 
 
 def detail(facts: dict[str, Any]) -> str:

@@ -348,7 +348,7 @@ def reactivate(
     state: State = ctx.obj
     if not (reason := " ".join(reason.split())):
         raise OutreachError("--reason is empty: say why the bounce was wrong", hint='--reason "..."')
-    before = state.services.contacts.reactivate(email, reason=reason, by=by or getpass.getuser())  # type: ignore[attr-defined]
+    before = state.services.contacts.reactivate(email, reason=reason, by=by or getpass.getuser())
     if before is None:
         raise NotFoundError(f"no contact with the address {email!r}", hint="outreach contacts list --where status:bounced")
     if before not in ("bounced", "active"):

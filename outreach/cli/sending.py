@@ -202,8 +202,11 @@ def _exit_status(services: Services, step_id: int | None, key: str | None = None
         parts.append(f"{later:,} deliveries wait for a retry or their time (the next at "
                      f"{first:%Y-%m-%d %H:%M} UTC); keep 'outreach run' going")  # fmt: skip
     if paused:
-        parts.append(f"{paused:,} deliveries wait in paused steps (outreach status says why; "
-                     "outreach resume CAMPAIGN continues them)")  # fmt: skip
+        steps = [s for s in services.outbox.steps() if s.status == "paused" and (step_id is None or s.id == step_id)]
+        why = [f"{s.key}: {e[0]['detail'].get('reason', '')}" for s in steps[:3]
+               if (e := services.outbox.events(campaign=s.campaign, step_key=s.key, event="paused", limit=1))]
+        parts.append(f"{paused:,} deliveries wait in paused steps ({'; '.join(why) or 'see outreach log --event paused'}); "
+                     f"outreach resume {steps[0].campaign if steps else 'CAMPAIGN'} continues them")  # fmt: skip
     if parts:
         err_console().print(f"[yellow]{escape('; '.join(parts))}[/]")
         raise typer.Exit(EXIT_WAITING)
