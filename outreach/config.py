@@ -9,10 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
-
 from outreach.domain.errors import ConfigError
+from outreach.domain.urls import has_password, mask_url
 
 SETTINGS_FILE = "outreach.toml"
 STATE_DIR = ".outreach"
@@ -102,11 +100,9 @@ def workspace_markers(folder: Path) -> list[str]:
 
 
 def redact(url: str) -> str:
-    """A URL with its password replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "***"
+    """A URL with its password replaced by ***, whatever characters the password holds
+    (``outreach.domain.urls``: the credentials end at the URL's last ``@``)."""
+    return mask_url(url)
 
 
 def _flatten(table: Mapping, prefix: str = "") -> dict[str, object]:
@@ -117,13 +113,6 @@ def _flatten(table: Mapping, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _has_password(url: str) -> bool:
-    try:
-        return make_url(url).password is not None
-    except ArgumentError:
-        return "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]
 
 
 def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,7 +156,7 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             origin[name] = f"env {env_name}"
         elif key in file_values:
             value = file_values[key]
-            if name == "secret_key" or (secret and isinstance(value, str) and _has_password(value)):
+            if name == "secret_key" or (secret and isinstance(value, str) and has_password(value)):
                 raise ConfigError(
                     f"{path}: {key} holds a secret",
                     hint=f"secrets never go in files; set {env_name} in the environment instead",

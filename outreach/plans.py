@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from outreach.domain import safe_yaml
 from outreach.domain.campaign import CampaignInfo, campaign_from_plan
 from outreach.domain.errors import InputFileError, OutreachError
 from outreach.domain.plan import Plan, load_plan
@@ -18,19 +19,31 @@ def plan_files(workspace: Path) -> list[Path]:
     return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
 
 
-def read_plan(path: Path) -> dict[str, Any]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text("utf-8")
+        return path.read_text("utf-8")
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such file") from None
     except UnicodeDecodeError:
         raise InputFileError(f"{path}: is not UTF-8 text") from None
+
+
+def _yaml_error(path: Path, exc: yaml.MarkedYAMLError) -> InputFileError:
+    mark = exc.problem_mark
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    hint = None
+    if exc.problem and "nested deeper" in exc.problem:
+        hint = "a plan needs a few levels (steps: - audience: ...); look for unclosed [ or {"
+    return InputFileError(f"{where}: not valid YAML: {exc.problem}", hint=hint)
+
+
+def read_plan(path: Path) -> dict[str, Any]:
+    """The plan's YAML as data (nested at most ``safe_yaml.YAML_MAX_DEPTH`` levels)."""
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputFileError(f"{where}: not valid YAML: {exc.problem}") from None
+        raise _yaml_error(path, exc) from None
     if not isinstance(data, dict):
         raise InputFileError(f"{path}: a plan is a YAML mapping (campaign:, launch:, steps: ...)")
     return data
@@ -39,7 +52,10 @@ def read_plan(path: Path) -> dict[str, Any]:
 def read_plan_lines(path: Path) -> tuple[dict[str, Any], Any]:
     """The plan's data and a function giving the line of a field (a pydantic loc)."""
     data = read_plan(path)
-    root = yaml.compose(path.read_text("utf-8"))
+    try:
+        root = safe_yaml.compose(_read_text(path))
+    except yaml.MarkedYAMLError as exc:  # the file changed since it was read
+        raise _yaml_error(path, exc) from None
 
     def line_of(loc: tuple[Any, ...]) -> int | None:
         node, line = root, None

@@ -64,7 +64,7 @@ def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) ->
             if post.weighted_length > X_MAX_WEIGHTED:
                 raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
                                     f"counts it; at most {X_MAX_WEIGHTED}", file=file.rel)  # fmt: skip
-        missing = library.missing_images(posts)
+        missing = library.missing_images(posts, file.rel)
         if missing:
             raise TemplateError(missing_image_message(missing[0], library.media), file=file.rel,
                                 hint="put the image in media/, or change the template's image: line")  # fmt: skip

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader
-
+from outreach.confined import WorkspaceLoader, check_inside
 from outreach.domain.campaign import CampaignInfo
 from outreach.domain.contact import FIELDS, Contact, normalize_language
 from outreach.domain.errors import ContactValueError, OutreachError, TemplateError
@@ -23,9 +22,8 @@ from outreach.domain.render import (
     PressTemplate,
     XPost,
     XTemplate,
-    make_environments,
-    text_direction,
 )
+from outreach.domain.sandbox import make_environments, text_direction
 
 KINDS = ("email", "x", "press")
 
@@ -61,8 +59,9 @@ def variant_language(file: TemplateFile, campaign: CampaignInfo) -> str:
 class TemplateLibrary:
     def __init__(self, root: Path, media: Path | None = None) -> None:
         self.root = root
+        self.workspace = root.parent  # what a file may lead to, through a link
         self.media = media if media is not None else root.parent / "media"  # images for X posts
-        self.text_env, self.html_env = make_environments(FileSystemLoader(str(root)))
+        self.text_env, self.html_env = make_environments(WorkspaceLoader(root, self.workspace))
         self._compiled: dict[str, Compiled] = {}
         self._files: list[TemplateFile] | None = None
         self.problems: list[str] = []  # files that are not named like templates
@@ -131,9 +130,17 @@ class TemplateLibrary:
             return variants[None]
         return sorted(variants.values(), key=lambda f: f.lang or "")[0]
 
-    def missing_images(self, posts: Iterable[XPost]) -> list[str]:
-        """The images ``posts`` attach that are not files in the media folder."""
-        return [i.path for p in posts for i in p.images if not (self.media / i.path).is_file()]
+    def missing_images(self, posts: Iterable[XPost], template: str | None = None) -> list[str]:
+        """The images ``posts`` attach that are not files in the media folder; a
+        ``TemplateError`` (naming ``template``) for one that is a link leading outside
+        the workspace."""
+        missing = []
+        for image in (i for p in posts for i in p.images):
+            path = self.media / image.path
+            check_inside(path, self.workspace, template=template)
+            if not path.is_file():
+                missing.append(image.path)
+        return missing
 
     def compile(self, file: TemplateFile) -> Compiled:
         if file.rel not in self._compiled:
@@ -352,7 +359,12 @@ def _check_x(report: CheckReport, library: TemplateLibrary, file: TemplateFile,
     report.x_lengths[file.rel] = [p.weighted_length for p in posts]
     if not posts:
         report.add("error", file.rel, "the post is empty")
-    for path in library.missing_images(posts):
+    try:
+        missing = library.missing_images(posts, file.rel)
+    except TemplateError as exc:
+        report.add_error(exc, file.rel)
+        missing = []
+    for path in missing:
         report.add("error", file.rel, missing_image_message(path, library.media))
     for i, post in enumerate(posts, 1):
         if post.weighted_length > X_MAX_WEIGHTED:

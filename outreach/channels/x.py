@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from outreach.confined import outside, refusal
 from outreach.domain.errors import ConfigError
 from outreach.ports import PostResult
 
@@ -148,6 +149,9 @@ class XApi:
         import tweepy
 
         file = self.media_dir / path
+        found = outside(file, self.media_dir.parent)  # the workspace
+        if found is not None:
+            raise tweepy.BadRequest(_fake_response(400, refusal(*found)))
         if not file.is_file():
             raise tweepy.BadRequest(_fake_response(400, f"image {path} is not in {self.media_dir}"))
         kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"

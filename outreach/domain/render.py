@@ -1,4 +1,4 @@
-"""Rendering: a sandboxed Jinja2 environment, compiled messages, X post length.
+"""Rendering: compiled messages (email, X post or thread, press release), X post length.
 
 Template files (found by ``outreach.templating``):
 
@@ -9,8 +9,12 @@ Template files (found by ``outreach.templating``):
   lines, then a Markdown body, shown in ``_layouts/press.html.j2``.
 
 Subjects and other text render without escaping, HTML with it; every value a
-template can reach is data (dicts, strings, dates), and the sandbox refuses the
-rest. A message is compiled once per template and rendered per recipient.
+template can reach is data (dicts, strings, dates), and the sandbox
+(``outreach.domain.sandbox``) refuses the rest. A message is compiled once per
+template and rendered per recipient, each render within the limits of
+``outreach.domain.limits`` (time, size, steps): a template that goes past one fails
+with its file and line, and after a render that ran out of time or steps, later
+renders of the same compiled template fail at once with the same error.
 """
 
 from __future__ import annotations
@@ -19,166 +23,22 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
 
 import yaml
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_decimal
-from jinja2 import (
-    BaseLoader,
-    StrictUndefined,
-    TemplateNotFound,
-    TemplateSyntaxError,
-    UndefinedError,
-    pass_context,
-)
-from jinja2.exceptions import SecurityError
+from jinja2 import TemplateNotFound
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from outreach.domain.errors import TemplateError, TemplateSecurityError
+from outreach.domain import limits, safe_yaml
+from outreach.domain.errors import TemplateError
 from outreach.domain.inline_css import inline_html_block
+from outreach.domain.sandbox import TemplateLimitError, _Sandbox, f_date, template_error
 
 X_MAX_WEIGHTED = 280
 _THREAD_SPLIT = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _FRONT_MATTER = re.compile(r"\A\s*---[ \t]*\n(.*?)\n---[ \t]*\n", re.DOTALL)
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, with a fast path for the plain dicts that carry every value.
-
-    ``contact.name`` on a dict is an item lookup; Jinja would first try (and fail)
-    an attribute, which costs an exception per access. Items of a dict are data, so
-    answering from them directly is as safe as the sandbox itself.
-    """
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if type(obj) is dict:
-            try:
-                return obj[attribute]
-            except KeyError:
-                pass
-        return super().getattr(obj, attribute)
-
-
-@lru_cache(maxsize=256)
-def _locale(lang: str) -> Locale:
-    try:
-        return Locale.parse(lang.replace("-", "_"))
-    except (UnknownLocaleError, ValueError):
-        return Locale.parse("en")
-
-
-def text_direction(lang: str) -> str:
-    return _locale(lang).text_direction
-
-
-def _lang(ctx: Context) -> str:
-    """The language the message is written in: the ``lang`` value, which the callers
-    set to the template variant's language (``templating.variant_language``), never
-    to a reader's whose language has no variant. Dates, times, numbers and country
-    names follow it, like the ``lang`` and ``dir`` of the HTML."""
-    return ctx.get("lang") or "en"
-
-
-# A campaign's dates are the same in every message: each is formatted once per
-# zone, language and format (Babel takes ~10 µs a call, twice per message otherwise).
-# The zone is part of the key: aware datetimes of the same instant compare equal
-# whatever their zone, and 10:00 in Istanbul is not 19:00 in Fiji on the page.
-@lru_cache(maxsize=4096)
-def _format_date(value: date | datetime, zone: Any, format: str, lang: str) -> str:
-    return format_date(value, format=format, locale=_locale(lang))
-
-
-@lru_cache(maxsize=4096)
-def _format_datetime(value: datetime, zone: Any, format: str, lang: str) -> str:
-    return format_datetime(value, format=format, tzinfo=zone, locale=_locale(lang))
-
-
-@pass_context
-def _f_date(ctx: Context, value: date | datetime, format: str = "medium") -> str:
-    return _format_date(value, getattr(value, "tzinfo", None), format, _lang(ctx))
-
-
-@pass_context
-def _f_datetime(ctx: Context, value: datetime, format: str = "medium") -> str:
-    return _format_datetime(value, value.tzinfo, format, _lang(ctx))
-
-
-@pass_context
-def _f_time(ctx: Context, value: datetime, format: str = "short") -> str:
-    return format_time(value, format=format, tzinfo=value.tzinfo, locale=_locale(_lang(ctx)))
-
-
-@pass_context
-def _f_number(ctx: Context, value: float, format: str | None = None) -> str:
-    return format_decimal(value, format=format, locale=_locale(_lang(ctx)))
-
-
-@pass_context
-def _f_country(ctx: Context, code: str) -> str:
-    """A country code as the reader's language names it: FJ -> Fiji, Fidji, فيجي."""
-    return _locale(_lang(ctx)).territories.get(str(code).upper(), str(code))
-
-
-def make_environments(loader: BaseLoader) -> tuple[_Sandbox, _Sandbox]:
-    """(text, html): the same templates, unescaped for subjects and text, escaped for HTML."""
-    envs = []
-    for autoescape in (False, True):
-        env = _Sandbox(
-            loader=loader,
-            undefined=StrictUndefined,
-            autoescape=autoescape,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=False,
-        )
-        env.filters.update(date=_f_date, datetime=_f_datetime, time=_f_time, number=_f_number,
-                           country=_f_country)  # fmt: skip
-        envs.append(env)
-    return envs[0], envs[1]
-
-
-# -- errors ----------------------------------------------------------------------
-
-
-def template_error(exc: Exception, name: str) -> TemplateError:
-    """A Jinja exception as a ``TemplateError`` naming the file and line."""
-    if isinstance(exc, TemplateSyntaxError):
-        return TemplateError(f"syntax error: {exc.message}", file=exc.name or name, line=exc.lineno)
-    file, line = _template_frame(exc)
-    if isinstance(exc, SecurityError):
-        return TemplateSecurityError(
-            f"not allowed: {exc}", file=file or name, line=line,
-            hint="templates may use the values they are given, not Python internals",
-        )  # fmt: skip
-    if isinstance(exc, UndefinedError):
-        return TemplateError(
-            f"undefined value: {exc.message}", file=file or name, line=line,
-            hint="check the spelling, or give optional values a default: "
-            '{{ contact.attrs.title | default("") }}',
-        )  # fmt: skip
-    if isinstance(exc, TemplateNotFound):
-        return TemplateError(f"template {exc.name!r} not found", file=name)
-    return TemplateError(f"{type(exc).__name__}: {exc}", file=file or name, line=line)
-
-
-def _template_frame(exc: Exception) -> tuple[str | None, int | None]:
-    """The innermost template and its line in a traceback, from the compiled code's
-    debug information (blocks rendered directly are not rewritten by Jinja)."""
-    found: tuple[str | None, int | None] = (None, None)
-    tb = exc.__traceback__
-    while tb is not None:
-        template = tb.tb_frame.f_globals.get("__jinja_template__")
-        if template is not None:
-            found = (template.name, template.get_corresponding_lineno(tb.tb_lineno))
-        tb = tb.tb_next
-    return found
 
 
 # -- blocks with inheritance -------------------------------------------------------
@@ -189,6 +49,7 @@ class _Blocks:
 
     def __init__(self, env: _Sandbox, name: str) -> None:
         self.name = name
+        self.env = env
         try:
             self.template = env.get_template(name)
             self.parents = []
@@ -209,7 +70,7 @@ class _Blocks:
         return ctx
 
     def render(self, ctx: Context, block: str) -> str:
-        return "".join(ctx.blocks[block][0](ctx))
+        return self.env.concat(ctx.blocks[block][0](ctx))
 
 
 def _layout_names(env: _Sandbox, name: str) -> list[str]:
@@ -230,6 +91,39 @@ def _layout_names(env: _Sandbox, name: str) -> list[str]:
         chain.append(current)
 
 
+# -- one render within the limits ------------------------------------------------------
+
+
+class _Limited:
+    """A compiled template's renders, each within the limits; once one ran out of
+    time or steps, the next fail at once (a sender would otherwise spend the time
+    limit on every recipient)."""
+
+    name: str
+    _ran_long: TemplateLimitError | None = None
+
+    def _limited(self, render: Callable[[dict[str, Any]], Any], values: dict[str, Any]) -> Any:
+        if self._ran_long is not None:
+            e = self._ran_long
+            raise TemplateLimitError(e.detail, file=e.file, line=e.line, hint=e.hint, ran_long=True)
+        token = limits.begin()
+        try:
+            return render(values)
+        except (limits.RenderLimitError, TemplateLimitError) as exc:
+            error = template_error(exc, self.name)
+            if isinstance(error, TemplateLimitError) and error.ran_long:
+                self._ran_long = error
+            raise error from None
+        finally:
+            limits.end(token)
+
+
+def _render_whole(template: Any, values: dict[str, Any]) -> str:
+    """``template.render(values)`` without Jinja's traceback rewriting, so that an
+    error can name the template's line, and joined within the size limit."""
+    return template.environment.concat(template.root_render_func(template.new_context(values)))
+
+
 # -- messages ----------------------------------------------------------------------
 
 
@@ -243,7 +137,7 @@ class RenderedEmail:
     text_generated: bool = False  # the text part was made from the HTML
 
 
-class EmailTemplate:
+class EmailTemplate(_Limited):
     """``NAME.email.j2`` compiled once: text blocks unescaped, the HTML part escaped
     and with its CSS already inlined."""
 
@@ -277,12 +171,18 @@ class EmailTemplate:
         """The inlined HTML is one flat source; render the original files once more so
         that the error names the file and line a person wrote."""
         blocks = _Blocks(self._html_env, self.name)
+        token = limits.begin()  # a limit is met again at the same place, with its own time
         try:
             blocks.render(blocks.context(values), "html")
         except Exception as exc:
             raise template_error(exc, self.name) from None
+        finally:
+            limits.end(token)
 
     def render(self, values: dict[str, Any]) -> RenderedEmail:
+        return self._limited(self._render, values)
+
+    def _render(self, values: dict[str, Any]) -> RenderedEmail:
         lang = values.get("lang") or "en"
         try:
             ctx = self._text.context(values)
@@ -295,7 +195,7 @@ class EmailTemplate:
             if self._html is not None:
                 hctx = self._html.new_context(values)
                 try:
-                    html = "".join(hctx.blocks["html"][0](hctx))
+                    html = self._html_env.concat(hctx.blocks["html"][0](hctx))
                 except Exception:
                     self._locate_html_error(values)
                     raise
@@ -303,6 +203,8 @@ class EmailTemplate:
             raise
         except Exception as exc:
             raise template_error(exc, self.name) from None
+        if len(subject) + len(preheader) + len(text) + len(html or "") > limits.RENDER_MAX_CHARS:
+            raise template_error(limits.too_large("the message"), self.name)
         generated = False
         if not self.has_text and html is not None:
             text, generated = html_to_text(html), True
@@ -371,7 +273,7 @@ def _x_post_with_images(text: str, name: str) -> XPost:
     return x_post(_IMAGE_LINE.sub("", text).strip(), images)
 
 
-class XTemplate:
+class XTemplate(_Limited):
     """``NAME.x.j2``: one post, or a thread split at lines of ``---``."""
 
     def __init__(self, text_env: _Sandbox, name: str) -> None:
@@ -384,8 +286,11 @@ class XTemplate:
     def render(self, values: dict[str, Any]) -> list[XPost]:
         """The posts, in thread order; a line ``image: FILE "alt"`` attaches an image
         from media/ to its post."""
+        return self._limited(self._render, values)
+
+    def _render(self, values: dict[str, Any]) -> list[XPost]:
         try:
-            text = self._template.render(values)
+            text = _render_whole(self._template, values)
         except Exception as exc:
             raise template_error(exc, self.name) from None
         posts = [p.strip() for p in _THREAD_SPLIT.split(text)]
@@ -414,7 +319,7 @@ _DEFAULT_PRESS_LAYOUT = """<!DOCTYPE html>
 """
 
 
-class PressTemplate:
+class PressTemplate(_Limited):
     """``NAME.press.j2``: front matter and a Markdown body, in the press layout."""
 
     def __init__(self, text_env: _Sandbox, html_env: _Sandbox, name: str) -> None:
@@ -433,8 +338,11 @@ class PressTemplate:
         self._markdown.enable(["replacements", "smartquotes", "table"])
 
     def render(self, values: dict[str, Any]) -> RenderedPress:
+        return self._limited(self._render, values)
+
+    def _render(self, values: dict[str, Any]) -> RenderedPress:
         try:
-            text = self._template.render(values)
+            text = _render_whole(self._template, values)
         except Exception as exc:
             raise template_error(exc, self.name) from None
         match = _FRONT_MATTER.match(text)
@@ -444,7 +352,7 @@ class PressTemplate:
                 file=self.name, hint="---\\nheadline: ...\\ndateline: ISTANBUL\\n---",
             )  # fmt: skip
         try:
-            front = yaml.safe_load(match.group(1)) or {}
+            front = safe_yaml.safe_load(match.group(1)) or {}
         except yaml.YAMLError as exc:
             raise TemplateError(f"front matter is not YAML: {exc}", file=self.name) from None
         if not isinstance(front, dict) or not front.get("headline"):
@@ -458,7 +366,7 @@ class PressTemplate:
         body_html = self._markdown.render(text[match.end() :])
         launch = (values.get("campaign") or {}).get("launch")
         city = str(front.get("dateline") or "").strip().upper()
-        when = _f_date(self._layout.new_context(values), launch, "long") if launch else ""
+        when = f_date(self._layout.new_context(values), launch, "long") if launch else ""
         dateline = f"{city}, {when} –" if city and when else city or when
         page_values = {
             **values,
@@ -469,7 +377,7 @@ class PressTemplate:
             "body": Markup(body_html),
         }
         try:
-            page = self._layout.render(page_values)
+            page = _render_whole(self._layout, page_values)
         except Exception as exc:
             raise template_error(exc, _PRESS_LAYOUT) from None
         return RenderedPress(
