@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from outreach.confined import outside
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.domain.plan import Plan
 
@@ -46,6 +47,8 @@ def plan_hash(workspace: Path, plan_file: Path, plan: Plan) -> str:
     root = workspace / "templates"
     used = {s.template for s in plan.steps}
     for path in sorted(root.rglob("*.j2")) if root.is_dir() else []:
+        if outside(path, workspace):  # never read: rendering and the check refuse it
+            continue
         rel = path.relative_to(root)
         if rel.parts[0] in ("_layouts", "_partials") or path.name.split(".")[0] in used:
             digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")

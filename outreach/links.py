@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from outreach.config import Settings
+from outreach.domain.urls import split_url
 
 _KEY_FILE = "secret_key"
 
@@ -79,7 +80,7 @@ def is_loopback_host(host: str | None) -> bool:
 
 def _host(url: str) -> str | None:
     try:
-        return urlsplit(url).hostname
+        return urlsplit(split_url(url).without_credentials()).hostname
     except ValueError:
         return None
 

@@ -83,3 +83,14 @@ def test_the_same_send_again_sends_nobody_anything_twice(ws: Path) -> None:
     again = cli("send", "cop-industry", "--where", WHERE, "--yes").output
     assert "nobody gets it twice" in again and "queued 0" in again
     assert _counts(ws) == sent
+
+
+def test_a_relay_password_with_at_slash_and_hash_is_parsed_whole_and_never_shown() -> None:
+    from outreach.channels.smtp import parse_smtp_url
+    from outreach.links import _host
+
+    url = "smtp://user:Zq9@Kx7/Wm3#Tp5:Rr4@relay.example.org:587"
+    target = parse_smtp_url(url)
+    assert (target.host, target.port, target.password) == ("relay.example.org", 587, "Zq9@Kx7/Wm3#Tp5:Rr4")
+    assert "Zq9" not in target.safe_url and "Kx7" not in target.safe_url
+    assert _host(url) == "relay.example.org"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -128,7 +129,7 @@ def test_demo_runs_from_the_console_script(tmp_path: Path) -> None:
     work = tmp_path / "ws"
     work.mkdir()
     for folder in ("contacts", "templates", "schedules"):
-        (work / folder).symlink_to(ROOT / folder)
+        shutil.copytree(ROOT / folder, work / folder)
     result = subprocess.run(
         [str(exe), "-w", str(work), "demo", "--speed", "1w=2s"], capture_output=True, text=True,
         env=env, timeout=120,

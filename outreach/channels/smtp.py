@@ -15,13 +15,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import aiosmtplib
 
 from outreach.channels.smtp_pipeline import OutcomeUnknown, Pipeline
 from outreach.domain.errors import ConfigError
 from outreach.domain.mime import AddressError, ascii_address
+from outreach.domain.urls import split_url
 from outreach.ports import SendResult
 
 _ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")  # where a reply's text starts
@@ -48,8 +49,9 @@ class SmtpTarget:
 
 
 def parse_smtp_url(url: str) -> SmtpTarget:
+    credentials = split_url(url)  # up to the last @: a password may hold @ : / #
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(credentials.without_credentials())
         port = parts.port
     except ValueError:
         raise ConfigError(
@@ -82,8 +84,8 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     return SmtpTarget(
         host=parts.hostname,
         port=port or (465 if tls == "tls" else 587 if tls == "starttls" else 25),
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
+        username=credentials.username,
+        password=credentials.password or None,
         tls=tls,
         pool=max(1, pool),
         timeout=timeout,
