@@ -25,7 +25,7 @@ from outreach.domain.campaign import CampaignInfo, parse_launch
 from outreach.domain.errors import OutreachError
 from outreach.links import Links
 from outreach.plans import scan_plans
-from outreach.ports import Clock, ContactStore, Outbox, PostChannel
+from outreach.ports import Clock, ContactStore, Outbox, PostChannel, StepInfo
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
 
@@ -38,6 +38,7 @@ class Services:
     outbox: Outbox
     clock: Clock = utcnow
     _campaigns: dict[str, CampaignInfo] = field(default_factory=dict)
+    _libraries: dict[str, TemplateLibrary] = field(default_factory=dict)  # snapshot templates
     _plans_errors: dict[str, OutreachError] | None = None  # None: schedules/ not read yet
 
     def close(self) -> None:
@@ -69,6 +70,19 @@ class Services:
     def templates(self) -> TemplateLibrary:
         return TemplateLibrary(self.settings.workspace / "templates", media=self.media)
 
+    def library_for(self, step: StepInfo) -> TemplateLibrary:
+        """The templates a step renders: those it was queued with (an ad hoc send), or
+        its campaign's as scheduled; the workspace's files only for a campaign stored
+        before snapshots were."""
+        sources = step.settings.get("templates")
+        key = f"step:{step.id}" if sources is not None else f"campaign:{step.campaign}"
+        if key not in self._libraries:
+            if sources is None:
+                sources = ((self.outbox.campaign(step.campaign) or {}).get("snapshot") or {}).get("templates")
+            self._libraries[key] = (self.templates if sources is None else TemplateLibrary(
+                self.settings.workspace / "templates", media=self.media, sources=sources))  # fmt: skip
+        return self._libraries[key]
+
     @property
     def media(self) -> Path:
         """The images X posts attach (``image: FILE`` in a template)."""
@@ -79,9 +93,15 @@ class Services:
         return Links(self.settings)
 
     def campaign(self, campaign_id: str) -> CampaignInfo:
-        """The campaign of that id from schedules/, or a bare one for ad-hoc sends.
-        A plan that cannot be read is skipped, unless it is the one asked for (its
-        campaign id can be read): then its error is raised."""
+        """The campaign of that id as it was scheduled (its snapshot, moved by any
+        reschedule); else from schedules/, or a bare one for ad-hoc sends. A plan that
+        cannot be read is skipped, unless it is the one asked for (its campaign id can
+        be read): then its error is raised."""
+        stored = self.outbox.campaign(campaign_id)
+        if stored is not None and stored.get("snapshot"):
+            from outreach.snapshots import campaign_of
+
+            return campaign_of(stored["snapshot"], stored.get("overrides"))
         if self._plans_errors is None:
             self._plans_errors = {}
             for entry in scan_plans(self.settings.workspace):
@@ -128,7 +148,7 @@ class Services:
             urls_for=lambda campaign, step, contact_id: self.links.for_contact(campaign, step, contact_id),
             sender=s.sender, reply_to=s.reply_to,
             policy=SendPolicy(per_second=per_second, per_hour=per_hour),
-            on_progress=on_progress, clock=self.clock,
+            on_progress=on_progress, clock=self.clock, library_for=self.library_for,
         )  # fmt: skip
 
 

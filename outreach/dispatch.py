@@ -115,6 +115,7 @@ class _Step:
     run_ids: list[int] = field(default_factory=list)  # ...and their deliveries
     refusal: str | None = None  # the reply that paused the step: held while in flight
     files: dict = field(default_factory=dict)  # language -> the variant it gets
+    library: TemplateLibrary | None = None  # the templates the step was scheduled with
 
 
 class Dispatcher:
@@ -131,9 +132,12 @@ class Dispatcher:
         policy: SendPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         on_progress: Callable[[Stats], None] | None = None,
+        library_for: Callable[[StepInfo], TemplateLibrary] | None = None,
     ) -> None:
         self.outbox = outbox
         self.library = library
+        # a step's own templates (its campaign's snapshot), else ``library``
+        self.library_for = library_for or (lambda _info: library)
         self.channel = channel
         self.campaign_for = campaign_for
         self.urls_for = urls_for
@@ -225,9 +229,9 @@ class Dispatcher:
                                  next_attempt=self.clock())  # fmt: skip
         file = step.files.get(contact.language)
         if file is None:
-            file = step.files[contact.language] = self.library.pick(step.variants, contact.language)
+            file = step.files[contact.language] = step.library.pick(step.variants, contact.language)  # type: ignore[union-attr]
         try:
-            template = self.library.compile(file)
+            template = step.library.compile(file)  # type: ignore[union-attr]
             assert isinstance(template, EmailTemplate)
             urls = self.urls_for(step.info.campaign, step.info.key, contact.id)
             values = render_values(step.campaign, contact=contact, urls=urls,
@@ -363,14 +367,15 @@ class Dispatcher:
                 sender_name=name, sender=addr, reply_to=self.reply_to or campaign.reply_to,
                 campaign_id=info.campaign, campaign_name=campaign.name,
             )  # fmt: skip
-            _kind, variants = self.library.variants(info.template, "email")
+            library = self.library_for(info)
+            _kind, variants = library.variants(info.template, "email")
             limiter = None
             if "per_second" in info.settings or "per_hour" in info.settings:
                 limiter = RateLimiter(
                     float(info.settings.get("per_second", self.policy.per_second)),
                     int(info.settings.get("per_hour", self.policy.per_hour)),
                 )
-            self._steps[step_id] = _Step(info, campaign, headers, variants, limiter)
+            self._steps[step_id] = _Step(info, campaign, headers, variants, limiter, library=library)
         return self._steps[step_id]
 
     def _count(self, outcomes: list[Outcome]) -> None:

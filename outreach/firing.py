@@ -47,7 +47,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
         from outreach.posting import prepare
 
         try:  # what it says is fixed now: a retry later posts exactly this
-            items = prepare(services.templates, services.campaign(campaign_id), step)
+            items = prepare(services.library_for(step), services.campaign(campaign_id), step)
         except OutreachError as exc:
             outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
             return "failed"

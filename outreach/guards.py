@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from outreach.confined import outside
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.domain.plan import Plan
 
@@ -41,18 +40,11 @@ class GuardError(OutreachError):
 
 
 def plan_hash(workspace: Path, plan_file: Path, plan: Plan) -> str:
-    """A hash of the plan file and of every template file it can use (the named
-    templates, their language variants, layouts and partials)."""
-    digest = hashlib.sha256(plan_file.read_bytes())
-    root = workspace / "templates"
-    used = {s.template for s in plan.steps}
-    for path in sorted(root.rglob("*.j2")) if root.is_dir() else []:
-        if outside(path, workspace):  # never read: rendering and the check refuse it
-            continue
-        rel = path.relative_to(root)
-        if rel.parts[0] in ("_layouts", "_partials") or path.name.split(".")[0] in used:
-            digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """The hash of the plan file and of every template it can use, as ``schedule``
+    stores it (``snapshots.take``)."""
+    from outreach.snapshots import take
+
+    return str(take(workspace, plan_file, plan)["hash"])
 
 
 def approval_key(files_hash: str, overrides: Mapping[str, str] | None) -> str:
@@ -65,17 +57,25 @@ def approval_key(files_hash: str, overrides: Mapping[str, str] | None) -> str:
 
 
 def current_key(services: Services, stored: Mapping[str, Any]) -> str:
-    """The approval key of the campaign's files as they are now (OutreachError when
-    the plan file is gone or broken)."""
+    """The approval key of what is scheduled: its snapshot's hash and its reschedules
+    (never the files: they change nothing until the plan is scheduled again)."""
+    return approval_key(stored["plan_hash"], stored.get("overrides"))
+
+
+def files_changed(services: Services, stored: Mapping[str, Any]) -> list[str]:
+    """What in the workspace's files differs from what was scheduled (empty when the
+    files are gone: a machine with only the database)."""
     from outreach.plans import load
+    from outreach.snapshots import differences, take
 
     plan_file = Path(stored["plan_file"])
-    if not plan_file.is_file():
-        raise GuardError("plan_missing", f"the plan file {plan_file} of {stored['id']} is gone",
-                         hint="put it back, or schedule the campaign again from where it is now",
-                         campaign=stored["id"], plan_file=str(plan_file))  # fmt: skip
-    files = plan_hash(services.settings.workspace, plan_file, load(plan_file))
-    return approval_key(files, stored.get("overrides"))
+    snapshot = stored.get("snapshot")
+    if snapshot is None or not plan_file.is_file():
+        return []
+    try:
+        return differences(snapshot, take(services.settings.workspace, plan_file, load(plan_file)))
+    except (OutreachError, OSError, UnicodeDecodeError):
+        return ["the plan (it cannot be read now)"]
 
 
 def campaign_ids(services: Services) -> list[str]:
@@ -104,11 +104,7 @@ def approval_problem(services: Services, campaign_id: str) -> str | None:
         return f"campaign {campaign_id} is {campaign['status']}"
     if not campaign["approved_hash"]:
         return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
-    try:
-        current = current_key(services, campaign)
-    except OutreachError as exc:
-        return exc.message
-    if current != campaign["approved_hash"]:
+    if current_key(services, campaign) != campaign["approved_hash"]:
         what = "the plan, a template or a launch"
         return (f"{what} of {campaign_id} changed since {campaign['approved_by']} approved it "
                 f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
@@ -116,19 +112,8 @@ def approval_problem(services: Services, campaign_id: str) -> str | None:
 
 
 def require_scheduled_as_is(services: Services, stored: Mapping[str, Any]) -> str:
-    """The approval key of what was scheduled, refusing when the files have changed
-    since (what is approved is what was checked)."""
-    current = current_key(services, stored)
-    scheduled = approval_key(stored["plan_hash"], stored.get("overrides"))
-    if current != scheduled:
-        raise GuardError(
-            "changed_since_schedule",
-            f"the plan or a template of {stored['id']} changed since it was scheduled; "
-            "what is approved must be what was checked",
-            hint=f"outreach schedule {stored['plan_file']} (it checks them), then approve",
-            campaign=stored["id"],
-        )
-    return current
+    """The approval key of what was scheduled (and checked): its snapshot."""
+    return current_key(services, stored)
 
 
 # -- plans ---------------------------------------------------------------------------
@@ -147,13 +132,22 @@ def require_clean(errors: list[str], *, action: str, source: str) -> None:
 # -- ad hoc sends --------------------------------------------------------------------
 
 
-def require_can_send(services: Services, campaign_id: str) -> None:
-    """An ad hoc send into a scheduled campaign obeys its state and its approval."""
-    if services.outbox.campaign(campaign_id) is None:
+def require_can_send(services: Services, campaign_id: str, sources: Mapping[str, str] | None = None) -> None:
+    """An ad hoc send into a scheduled campaign obeys its state and its approval; a
+    template of the campaign goes out only as it was approved."""
+    stored = services.outbox.campaign(campaign_id)
+    if stored is None:
         return  # a campaign that was never scheduled has no state or approval yet
     problem = approval_problem(services, campaign_id)
     if problem:
         raise GuardError("campaign_not_sendable", f"nothing was queued: {problem}",
+                         campaign=campaign_id)  # fmt: skip
+    approved = (stored.get("snapshot") or {}).get("templates", {})
+    changed = sorted(rel for rel, text in (sources or {}).items() if rel in approved and approved[rel] != text)
+    if changed:
+        raise GuardError("template_changed", f"nothing was queued: templates/{changed[0]} changed since "
+                         f"{stored['approved_by']} approved {campaign_id}",
+                         hint=f"outreach schedule {stored['plan_file']}, then approve it again",
                          campaign=campaign_id)  # fmt: skip
 
 

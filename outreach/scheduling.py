@@ -10,7 +10,7 @@ restarts; the job function is importable (``outreach.jobs:fire_step``) and its i
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ from outreach.guards import (
     require_clean,
 )
 from outreach.plans import load
+from outreach.snapshots import differences, take
 
 # the guards' and firing's, used here and by callers
 __all__ = ["approval_problem", "fire", "plan_hash", "promote_waiting", "release_held", "settle"]
@@ -90,6 +91,7 @@ class ScheduleReport:
     kept: int = 0
     cancelled: int = 0
     fired: int = 0  # already fired or done: left as they are
+    changed: list[str] = field(default_factory=list)  # files that differ from the last schedule
 
 
 def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
@@ -142,11 +144,13 @@ def schedule(services: Services, plan_file: Path, *, check: PlanCheck | None = N
     line = plan_timeline(services, plan)
     errors = check(plan) if check is not None else _basic_errors(services, plan, line)
     require_clean(errors, action="scheduled", source=str(plan_file))
+    report = ScheduleReport()
+    snapshot = take(services.settings.workspace, plan_file.resolve(), source)
+    report.changed = differences((stored or {}).get("snapshot"), snapshot) if stored else []
     outbox.save_campaign(plan.campaign.id, plan.campaign.name, str(plan_file.resolve()),
-                         plan_hash(services.settings.workspace, plan_file, source))  # fmt: skip
+                         snapshot["hash"], snapshot)  # fmt: skip
     if overrides is not None:
         outbox.set_overrides(plan.campaign.id, texts)
-    report = ScheduleReport()
     existing = {s.key: s for s in outbox.steps(plan.campaign.id)}
     scheduler = make_scheduler(services)
     scheduler.start(paused=True)

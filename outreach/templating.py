@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jinja2 import DictLoader
+
 from outreach.confined import WorkspaceLoader, check_inside
 from outreach.domain.campaign import CampaignInfo
 from outreach.domain.contact import FIELDS, Contact, normalize_language
@@ -57,11 +59,18 @@ def variant_language(file: TemplateFile, campaign: CampaignInfo) -> str:
 
 
 class TemplateLibrary:
-    def __init__(self, root: Path, media: Path | None = None) -> None:
+    """The templates of ``root`` (the workspace's ``templates/``), or with ``sources``
+    the templates a campaign was scheduled with ({path inside templates/: source}):
+    what was approved is what is rendered, whatever the files say now."""
+
+    def __init__(self, root: Path, media: Path | None = None, *,
+                 sources: dict[str, str] | None = None) -> None:  # fmt: skip
         self.root = root
         self.workspace = root.parent  # what a file may lead to, through a link
         self.media = media if media is not None else root.parent / "media"  # images for X posts
-        self.text_env, self.html_env = make_environments(WorkspaceLoader(root, self.workspace))
+        self.sources = sources
+        loader = DictLoader(sources) if sources is not None else WorkspaceLoader(root, self.workspace)
+        self.text_env, self.html_env = make_environments(loader)
         self._compiled: dict[str, Compiled] = {}
         self._files: list[TemplateFile] | None = None
         self.problems: list[str] = []  # files that are not named like templates
@@ -69,11 +78,14 @@ class TemplateLibrary:
     def files(self) -> list[TemplateFile]:
         if self._files is None:
             self._files = []
-            if self.root.is_dir():
-                for path in sorted(self.root.glob("*.j2")):
-                    parsed = self._parse_name(path.name)
-                    if parsed:
-                        self._files.append(parsed)
+            if self.sources is not None:
+                names = sorted(n for n in self.sources if "/" not in n and n.endswith(".j2"))
+            else:
+                names = [p.name for p in sorted(self.root.glob("*.j2"))] if self.root.is_dir() else []
+            for name in names:
+                parsed = self._parse_name(name)
+                if parsed:
+                    self._files.append(parsed)
         return self._files
 
     def _parse_name(self, filename: str) -> TemplateFile | None:

@@ -109,6 +109,10 @@ def test_nothing_fires_unapproved_and_a_change_revokes_approval(services: Servic
     }
     template = services.settings.workspace / "templates" / "cop-partner.email.j2"
     template.write_text(template.read_text().replace("With thanks", "With many thanks"))
+    # what was approved is what is sent: an edit changes nothing until scheduled again
+    assert approval_problem(services, "cop-2014") is None
+    again = schedule(services, services.settings.workspace / PLAN)
+    assert again.changed == ["templates/cop-partner.email.j2"]
     assert "changed since Tester approved it" in approval_problem(services, "cop-2014")
 
 

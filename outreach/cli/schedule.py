@@ -127,6 +127,8 @@ def schedule(
         f"{plan.campaign.id}: {report.added} firing(s) added, {report.replaced} changed, {report.kept} unchanged, "
         f"{report.cancelled} cancelled, {report.fired} already fired (left as they are)"
     )
+    if report.changed:
+        console.print(f"changed since it was last scheduled: {escape(', '.join(report.changed))}")
     _approval_note(services, plan.campaign.id)
     console.print("'outreach run' fires them at their time")
 
@@ -144,11 +146,17 @@ def approve(
     from outreach.control import approve_campaign
 
     state: State = ctx.obj
+    from outreach.guards import files_changed, require_campaign
+
+    differ = files_changed(state.services, require_campaign(state.services, campaign))
     fired, missed = approve_campaign(state.services, campaign, by)
     typer.echo(
         f"{campaign} approved by {by}"
         + (f"; {fired} held step(s) fired, {missed} too late" if fired or missed else "")
     )
+    if differ:
+        typer.echo(f"note: approved as it was scheduled; the files differ since ({', '.join(differ)}): "
+                   "'outreach schedule' takes them, and asks for approval again", err=True)  # fmt: skip
 
 
 def status(

@@ -23,6 +23,7 @@ from outreach.domain.sender import HINT as SENDER_HINT
 from outreach.domain.sender import sender_problem
 from outreach.links import loopback_link_warning
 from outreach.plans import default_campaign_id, plan_files, read_plan
+from outreach.snapshots import template_sources
 from outreach.templating import check_templates
 
 
@@ -125,7 +126,8 @@ def send(
     expr = audience.and_(audience.parse(where), audience.Term("status", ("active",)))
     services.templates.variants(template, "email")
     campaign_id = _campaign_of(services, campaign, template)
-    guards.require_can_send(services, campaign_id)
+    sources = template_sources(services.settings.workspace, [template])  # what will go out
+    guards.require_can_send(services, campaign_id, sources)
     problem = sender_problem(services.settings.sender or services.campaign(campaign_id).sender)
     if problem:
         raise ConfigError(f"{problem}; nothing was queued", hint=SENDER_HINT)
@@ -171,6 +173,7 @@ def send(
     before = services.outbox.step_by_key(campaign_id, key)
     step = services.outbox.ensure_step(
         campaign=campaign_id, key=key, channel="email", template=template, audience=where, send_at=when,
+        settings={"templates": sources},  # sent as it is now, whatever the files say later
     )  # fmt: skip
     queued = services.outbox.materialize(step)
     if before is not None:

@@ -54,7 +54,8 @@ class SqlCampaigns(Repository):
         with self._write() as conn, conn.begin():
             self._event(conn, step_id, None, event, detail)
 
-    def save_campaign(self, campaign_id: str, name: str, plan_file: str, plan_hash: str) -> None:
+    def save_campaign(self, campaign_id: str, name: str, plan_file: str, plan_hash: str,
+                      snapshot: dict[str, Any] | None = None) -> None:  # fmt: skip
         now = self.clock()
         with self._write() as conn, conn.begin():
             found = conn.execute(
@@ -64,6 +65,7 @@ class SqlCampaigns(Repository):
                 "name": name,
                 "plan_file": plan_file,
                 "plan_hash": plan_hash,
+                "snapshot": snapshot,
                 "updated_at": now,
             }
             if found:

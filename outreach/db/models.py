@@ -167,5 +167,7 @@ campaigns = Table(
     Column("approved_at", UTCDateTime),
     Column("approved_hash", String(64)),
     Column("overrides", JSON, nullable=False),  # wave id -> launch, set by reschedule
+    # what was scheduled: plan text, campaign, template sources (snapshots.take)
+    Column("snapshot", JSON),
     Column("updated_at", UTCDateTime, nullable=False),
 )
