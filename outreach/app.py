@@ -20,11 +20,12 @@ from outreach.db.engine import open_database
 from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
 from outreach.db.posts import SqlPosts
-from outreach.dispatch import Dispatcher, SendPolicy, Stats
+from outreach.dispatch import Dispatcher, Stats
 from outreach.domain.campaign import CampaignInfo, parse_launch
 from outreach.domain.errors import OutreachError
 from outreach.links import Links
 from outreach.plans import scan_plans
+from outreach.policy import SendPolicy
 from outreach.ports import Clock, ContactStore, Outbox, PostChannel, StepInfo
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary

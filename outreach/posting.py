@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from outreach.dispatch import SendPolicy, backoff
 from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
+from outreach.policy import SendPolicy, backoff
 from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, Publisher, StepInfo
 from outreach.templating import (
     TemplateFile,

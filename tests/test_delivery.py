@@ -15,9 +15,9 @@ import pytest
 from outreach.app import Services, build
 from outreach.channels.smtp import SmtpPool, parse_smtp_url
 from outreach.config import load_settings
-from outreach.dispatch import SendPolicy
 from outreach.domain.audience import parse
 from outreach.imports import import_files
+from outreach.policy import SendPolicy
 from tests.conftest import ROOT, Cli, is_alive, proc_stat, wait_until
 from tests.smtp_server import Faults, Recorder, SmtpServer
 
