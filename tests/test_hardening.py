@@ -350,11 +350,11 @@ def test_a_launch_with_an_offset_fires_at_that_instant() -> None:
 def test_two_addresses_that_share_a_hash_are_no_repeat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block_bytes: int
 ) -> None:
-    from outreach import imports
+    from outreach.importing import blocks, repeats
 
-    monkeypatch.setattr(imports, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
     pair = {"user1@example.org", "user5000@example.org", "user5001@example.org"}
-    monkeypatch.setattr(imports, "hash", lambda k: 1 if k in pair else hash(k), raising=False)
+    monkeypatch.setattr(repeats, "hash", lambda k: 1 if k in pair else hash(k), raising=False)
     # a repeat first (from then on the import keeps every address), then the three
     # addresses that share a hash, in one block or in blocks apart
     rows = ["email,name", "user7@example.org,First", "user7@example.org,Again"]

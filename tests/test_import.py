@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from outreach.domain.audience import parse
+from outreach.importing import blocks
 from tests.conftest import Cli, is_alive, write_csv
 
 
@@ -290,9 +291,9 @@ def test_blocks_never_cut_a_record_and_keep_line_numbers(
             expected.append((start, row))
             start = reader.line_num + 1
     for size in (64, 100, 257, 4096):
-        monkeypatch.setattr(imports, "BLOCK_BYTES", size)
+        monkeypatch.setattr(blocks, "BLOCK_BYTES", size)
         source = imports.inspect_file(path)
-        got = [r for block in imports.read_blocks(source) for r in imports._rows(source, block)]
+        got = [r for block in blocks.read_blocks(source) for r in blocks.rows(source, block)]
         assert got == expected, size
 
 
@@ -375,7 +376,7 @@ def test_every_contact_gets_its_own_tags_across_blocks_and_workers(
         expected[f"u{i}@example.org"] = tuple(sorted(tags))
     ws = tmp_path / "ws"
     path = write_csv(ws / "tags.csv", "\n".join(rows) + "\n")
-    monkeypatch.setattr(imports, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", block_bytes)
     monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", 0)
     services = build(load_settings(ws, env={}))
     try:
@@ -405,7 +406,7 @@ def test_import_into_postgresql_with_workers_then_again(
     second += [f"U{i}@example.org,{'Renamed' if i % 20 else f'U {i}'},unsubscribed"
                for i in range(0, 1500, 10)]  # fmt: skip
     second += [f"new{i}@example.org,New {i}," for i in range(100)]
-    monkeypatch.setattr(imports, "BLOCK_BYTES", 8192)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8192)
     monkeypatch.setattr(imports, "PARALLEL_MIN_BYTES", 0)
     services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": postgres_url}))
     try:

@@ -82,6 +82,11 @@ def import_(
     wins: its values replace the earlier row's, its blank cells keep them, and tags
     add up, as if the rows were imported one after the other.
 
+    A cell holds at most 1 MiB (1,048,576 characters), in any column, ignored ones
+    too: a longer one stops the import, changing nothing, and the error names its
+    file and line. A quote inside a cell that does not start with one (Samsung 5"
+    Display) is read as a character, as spreadsheet programs write it.
+
     Example: outreach contacts import contacts/industry-members.csv --map "Membership=ignore"
     """
     state: State = ctx.obj
