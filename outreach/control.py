@@ -38,7 +38,7 @@ def pause_campaign(services: Services, campaign_id: str) -> int:
     paused = 0
     for step in services.outbox.steps(campaign_id):
         if step.status in ("active", "waiting"):
-            services.outbox.set_step_status(step.id, "paused", "campaign paused by outreach pause")
+            services.outbox.set_step_status(step.id, "paused", "campaign paused by a person", action="resume")
             paused += 1
     return paused
 
@@ -65,7 +65,7 @@ def resume_campaign(
     resumed = 0
     for step in steps:
         if step.status == "paused" and (step_key is None or step.key == step_key):
-            services.outbox.set_step_status(step.id, "active", "resumed by outreach resume")
+            services.outbox.set_step_status(step.id, "active", "resumed by a person")
             resumed += 1
     fired = 0
     if stored is not None and approval_problem(services, campaign_id) is None:
@@ -91,7 +91,7 @@ def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
                 continue
             skipped += services.outbox.skip_pending(step.id, "campaign cancelled")
             services.outbox.set_step_status(
-                step.id, "cancelled", "campaign cancelled by outreach cancel"
+                step.id, "cancelled", "campaign cancelled by a person"
             )
             steps += 1
     finally:

@@ -260,9 +260,8 @@ class Dispatcher:
             return
         n, permanent = step.failures_in_a_row, step.permanent_in_a_row
         kind = "temporary failures" if not permanent else f"failures ({permanent} permanent)"
-        reason = (f"{n} {kind} in a row (last: {result.text}); the relay looks down or refuses this "
-                  f"mail. Continue with: outreach resume {step.info.campaign}")  # fmt: skip
-        self.outbox.set_step_status(step.info.id, "paused", reason)
+        reason = f"{n} {kind} in a row (last: {result.text}); the relay looks down or refuses this mail"
+        self.outbox.set_step_status(step.info.id, "paused", reason, action="resume")
         step.info = self.outbox.step(step.info.id)
 
     def _refused(self, item: Claimed, step: _Step, result: SendResult, detail: dict, *, same: int = 0,
@@ -273,8 +272,7 @@ class Dispatcher:
         why = f"the same reply for {same} recipients in a row" if same else _STAGES.get(result.stage, result.stage)
         if step.info.status == "active":
             self.outbox.set_step_status(step.info.id, "paused", (
-                f"the relay refuses us: {words} ({why}); nobody was failed for it. Once that is "
-                f"mended, continue with: outreach resume {step.info.campaign}"))  # fmt: skip
+                f"the relay refuses us: {words} ({why}); nobody was failed for it"), action="resume")  # fmt: skip
             step.info = self.outbox.step(step.info.id)
         detail.update(reason=f"held: the relay refuses us ({why}); not an attempt", counts_as_attempt=False)
         if held:  # the next time, this delivery's own reply decides

@@ -288,8 +288,8 @@ def _missed(services: Services, campaign_id: str, key: str, due: datetime, now: 
             step.id, "missed",
             f"missed: due at {due:%Y-%m-%d %H:%M} UTC, the sender was not running "
             f"and {late.total_seconds() / 60:.0f} min is more than its misfire grace "
-            f"({timedelta(seconds=step.settings.get('misfire_s', 3600))}); nothing was sent. "
-            f"Reschedule it, or send it by hand with outreach send",
+            f"({timedelta(seconds=step.settings.get('misfire_s', 3600))}); nothing was sent",
+            action="reschedule",
         )  # fmt: skip
 
 

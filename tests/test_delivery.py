@@ -174,7 +174,7 @@ def test_a_relay_that_looks_down_pauses_the_step_until_resumed(tmp_path: Path) -
         assert services.outbox.step(step.id).status == "paused"
         paused = services.outbox.events(event="paused")
         assert "temporary failures in a row" in paused[0]["detail"]["reason"]
-        assert "outreach resume cop-2014" in paused[0]["detail"]["reason"]
+        assert paused[0]["detail"]["action"] == "resume"  # the CLI says: outreach resume cop-2014
         recorder.faults.temporary = 0.0
         cli = Cli(services.settings.workspace, env={"OUTREACH_SECRET_KEY": "test-key"})
         assert "resumed 1 step(s)" in cli("resume", "cop-2014").stdout

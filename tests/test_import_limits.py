@@ -264,3 +264,9 @@ def test_after_a_stray_quote_blocks_still_end_between_records(
     assert all(
         found[f"u{i}@example.org"]["organization"] == f"Org {i}" for i in range(300) if i != 3
     )
+
+
+def test_the_cli_names_the_line_with_a_quote_read_as_a_character(cli: Cli, workspace: Path) -> None:
+    path = write_csv(workspace / "contacts" / "members.csv", _members(50, stray=10))
+    out = cli("contacts", "import", str(path)).stdout
+    assert "Lines with a quote read as a character" in out and f"{path}:12:" in out

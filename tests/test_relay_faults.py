@@ -96,7 +96,7 @@ def test_a_relay_that_refuses_us_pauses_the_step_and_fails_nobody(ws: Path, name
         assert step.status == "paused"
         paused = services.outbox.events(event="paused")
         assert "the relay refuses us" in paused[-1]["detail"]["reason"] and words in paused[-1]["detail"]["reason"]
-        assert "outreach resume" in paused[-1]["detail"]["reason"]
+        assert paused[-1]["detail"]["action"] == "resume"
         held = [e for e in services.outbox.events(event="deferred", limit=1000)]
         assert held and all(e["detail"].get("counts_as_attempt") is False for e in held)
         services.close()

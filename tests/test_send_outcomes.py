@@ -94,3 +94,17 @@ def test_a_relay_password_with_at_slash_and_hash_is_parsed_whole_and_never_shown
     assert (target.host, target.port, target.password) == ("relay.example.org", 587, "Zq9@Kx7/Wm3#Tp5:Rr4")
     assert "Zq9" not in target.safe_url and "Kx7" not in target.safe_url
     assert _host(url) == "relay.example.org"
+
+
+def test_the_log_names_the_command_for_a_paused_step(ws: Path) -> None:
+    with SmtpServer(Recorder(Faults(temporary=1.0))) as server:
+        cli = Cli(ws, env={"OUTREACH_SMTP_URL": server.url, "OUTREACH_SECRET_KEY": "k"})
+        services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
+        step = services.outbox.ensure_step(campaign="cop-2014", key="k", channel="email", template="cop-partner",
+                                           audience="kind:industry", send_at=__import__("datetime").datetime.now(
+                                               __import__("datetime").UTC))  # fmt: skip
+        services.outbox.materialize(step)
+        services.close()
+        cli("run", "--until-idle", ok=False)
+    log = " ".join(cli("log", "--event", "paused").stdout.split())
+    assert "continue with: outreach resume cop-2014" in log

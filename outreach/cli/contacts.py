@@ -168,6 +168,10 @@ def _print_report(report: ImportReport, rejects_path: Path | None) -> None:
                 f"  {_shown(p.earlier_file)}:{p.earlier_line} and {_shown(p.file)}:{p.line}: "
                 f"{_shown(p.address)}"
             )
+    if report.notes:
+        console.print(f"Lines with a quote read as a character (first {len(report.notes)} of {report.noted:,}):")
+        for n in report.notes:
+            console.print(f"  {_shown(n.file)}:{n.line}: {_shown(n.text)}")
 
 
 def _shown(text: str) -> str:

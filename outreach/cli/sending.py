@@ -292,17 +292,20 @@ def log(
     for e in events:
         table.add_row(
             f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), str(e["delivery_id"] or ""),
-            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"]) + _decide(e)),
+            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"]) + _what_next(e)),
         )  # fmt: skip
     console.print(table)
 
 
-def _decide(event: dict) -> str:
-    """The commands for an event that leaves a decision to a person."""
-    if not event["detail"].get("decide") or event["delivery_id"] is None:
-        return ""
-    n = event["delivery_id"]
-    return f"; decide: outreach deliveries retry {n}, or outreach deliveries mark-sent {n} --post-id N if it is on X"
+def _what_next(event: dict) -> str:
+    """The command for what the log says a person may do next (a fact it stores)."""
+    detail, n, campaign = event["detail"], event["delivery_id"], event["campaign"]
+    if detail.get("decide") and n is not None:
+        return f"; decide: outreach deliveries retry {n}, or outreach deliveries mark-sent {n} --post-id N if it is on X"
+    return {
+        "resume": f"; continue with: outreach resume {campaign}",
+        "reschedule": f"; reschedule it (outreach reschedule {campaign} --launch ...) or send it by hand (outreach send)",
+    }.get(detail.get("action", ""), "")
 
 
 def resume(

@@ -131,7 +131,9 @@ class SqlCampaigns(Repository):
         with self.engine.connect() as conn:
             return [step_info(r) for r in conn.execute(query)]
 
-    def set_step_status(self, step_id: int, status: str, reason: str) -> None:
+    def set_step_status(self, step_id: int, status: str, reason: str, **facts: Any) -> None:
+        """The new status, logged with its reason and facts (``action``: what a person
+        may do next, which the CLI names as a command and a web page as a link)."""
         with self._write() as conn, conn.begin():
             conn.execute(update(steps).where(steps.c.id == step_id).values(status=status))
-            self._event(conn, step_id, None, status, {"reason": reason})
+            self._event(conn, step_id, None, status, {"reason": reason, **facts})
