@@ -22,11 +22,12 @@ from outreach.db.engine import open_database
 from outreach.db.models import suppressions, utcnow
 from outreach.domain.audience import parse
 from outreach.domain.campaign import parse_launch
-from outreach.domain.contact import normalize_contact, suppression_hash
 from outreach.domain.errors import InputFileError, SegmentError
 from outreach.domain.mime import StepHeaders, build, message_id
+from outreach.domain.normalizer import normalize_contact
 from outreach.domain.plan import load_plan
 from outreach.domain.render import RenderedEmail
+from outreach.domain.suppression import suppression_hash
 from outreach.domain.timeline import timeline
 from tests.conftest import Cli, write_csv
 from tests.test_import import _counts, contacts

@@ -121,7 +121,7 @@ def test_local_fan_out_is_decided_when_each_group_fires(services: Services) -> N
     approve(services)
     # a contact in a zone the plan did not know when it was scheduled
     services.outbox  # noqa: B018
-    from outreach.domain.contact import normalize_contact
+    from outreach.domain.normalizer import normalize_contact
 
     with services.contacts.writer() as writer:
         writer.write([normalize_contact({"email": "new@example.com", "kind": "industry", "country": "US",

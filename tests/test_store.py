@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 from outreach.db.contacts import SqlContactStore
 from outreach.db.engine import current_revisions, open_database
 from outreach.domain.audience import parse
-from outreach.domain.contact import normalize_contact
+from outreach.domain.normalizer import normalize_contact
 
 PEOPLE = [
     {

@@ -31,7 +31,8 @@ from sqlalchemy import text as sql_text
 
 from outreach.db.bulk import Bulk, rows_per_statement
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
-from outreach.domain.contact import ContactRecord, suppression_hashes
+from outreach.domain.contact import ContactRecord
+from outreach.domain.suppression import suppression_hashes
 from outreach.ports import BatchOutcome
 
 # A prepared row: the INSERT's values but the two timestamps (one per import, written

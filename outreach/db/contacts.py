@@ -13,7 +13,8 @@ from outreach.db.contact_writer import ContactWriter
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.db.segments import where
 from outreach.domain.audience import Expr
-from outreach.domain.contact import Contact, email_key, suppression_hash, suppression_hashes
+from outreach.domain.contact import Contact, email_key
+from outreach.domain.suppression import suppression_hash, suppression_hashes
 
 
 class SqlContactStore:

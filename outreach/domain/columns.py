@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from outreach.domain.contact import FIELDS, IGNORE, NAME_PARTS, attr_key
+from outreach.domain.contact import FIELDS, attr_key
 from outreach.domain.errors import InputFileError, shown
+from outreach.domain.normalizer import IGNORE, NAME_PARTS
 
 _SYNONYMS = {
     "email": [

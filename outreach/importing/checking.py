@@ -16,8 +16,9 @@ from operator import itemgetter
 from typing import Any
 
 from outreach.children import die_with_parent
-from outreach.domain.contact import ContactRecord, RowNormalizer
+from outreach.domain.contact import ContactRecord
 from outreach.domain.errors import ContactValueError
+from outreach.domain.normalizer import RowNormalizer
 from outreach.importing.blocks import BadRecord, Block, rows
 from outreach.importing.repeats import digests
 from outreach.importing.sources import CsvSource
