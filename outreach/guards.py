@@ -56,7 +56,7 @@ def approval_key(files_hash: str, overrides: Mapping[str, str] | None) -> str:
     return hashlib.sha256(f"{files_hash}\0{moved}".encode()).hexdigest()
 
 
-def current_key(services: Services, stored: Mapping[str, Any]) -> str:
+def current_key(stored: Mapping[str, Any]) -> str:
     """The approval key of what is scheduled: its snapshot's hash and its reschedules
     (never the files: they change nothing until the plan is scheduled again)."""
     return approval_key(stored["plan_hash"], stored.get("overrides"))
@@ -78,15 +78,11 @@ def files_changed(services: Services, stored: Mapping[str, Any]) -> list[str]:
         return ["the plan (it cannot be read now)"]
 
 
-def campaign_ids(services: Services) -> list[str]:
-    return services.outbox.campaign_ids()
-
-
 def require_campaign(services: Services, campaign_id: str) -> dict[str, Any]:
     """The stored campaign, or an error that lists the known ones."""
     stored = services.outbox.campaign(campaign_id)
     if stored is None:
-        known = campaign_ids(services)
+        known = services.outbox.campaign_ids()
         raise NotFoundError(
             f"no campaign {campaign_id!r} is scheduled"
             + (f" (scheduled: {', '.join(known)})" if known else " (none is scheduled yet)"),
@@ -104,7 +100,7 @@ def approval_problem(services: Services, campaign_id: str) -> str | None:
         return f"campaign {campaign_id} is {campaign['status']}"
     if not campaign["approved_hash"]:
         return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
-    if current_key(services, campaign) != campaign["approved_hash"]:
+    if current_key(campaign) != campaign["approved_hash"]:
         what = "the plan, a template or a launch"
         return (f"{what} of {campaign_id} changed since {campaign['approved_by']} approved it "
                 f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
@@ -113,7 +109,7 @@ def approval_problem(services: Services, campaign_id: str) -> str | None:
 
 def require_scheduled_as_is(services: Services, stored: Mapping[str, Any]) -> str:
     """The approval key of what was scheduled (and checked): its snapshot."""
-    return current_key(services, stored)
+    return current_key(stored)
 
 
 # -- plans ---------------------------------------------------------------------------

@@ -223,14 +223,6 @@ def scheduled_plan(services: Services, plan: Plan) -> tuple[Plan, str]:
     return with_launches(plan, {k: parse_launch_text(v) for k, v in texts.items()}), moved
 
 
-def launch_overrides(services: Services, campaign_id: str) -> dict[str, datetime]:
-    stored = services.outbox.campaign(campaign_id)
-    return {
-        wave: parse_launch_text(text)
-        for wave, text in ((stored or {}).get("overrides") or {}).items()
-    }
-
-
 def reschedule(services: Services, campaign_id: str, launch: str | None, wave: str = "launch", *,
                embargo: str | None = None, check: PlanCheck | None = None) -> ScheduleReport:  # fmt: skip
     """Move a wave's launch (default: the campaign's) and every step not yet sent with

@@ -97,6 +97,16 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
 # -- PostgreSQL ------------------------------------------------------------------
 
 
+def required_pg_bin() -> Path:
+    """The PostgreSQL binaries' folder; CI must have them, elsewhere the test skips."""
+    bindir = pg_bin()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL: no pg_ctl found")
+        pytest.skip("PostgreSQL binaries (pg_ctl, initdb) are not installed here")
+    return bindir
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A throwaway PostgreSQL on 127.0.0.1 for the whole test session (or the one in
@@ -104,12 +114,7 @@ def postgres_server() -> Iterator[str]:
     if os.environ.get("OUTREACH_TEST_POSTGRES_URL"):
         yield os.environ["OUTREACH_TEST_POSTGRES_URL"]
         return
-    bindir = pg_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL: no pg_ctl found")
-        pytest.skip("PostgreSQL binaries (pg_ctl, initdb) are not installed here")
-    with temporary_postgres(bindir) as url:
+    with temporary_postgres(required_pg_bin()) as url:
         yield url
 
 

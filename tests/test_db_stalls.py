@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, Cli, wait_until
+from tests.conftest import ROOT, Cli, required_pg_bin, wait_until
 from tests.smtp_server import Faults, Recorder, SmtpServer
-from tools.pgtemp import pg_bin, postgres_server
+from tools.pgtemp import postgres_server
 
 AUDIENCE = "kind:industry country:FJ,WS,TO,VU,SB,PG,KI,TV,NR,FM,MH,PW,CK,NU"
 
@@ -85,12 +85,7 @@ def test_a_write_lock_held_longer_than_the_busy_timeout_is_waited_out(tmp_path: 
 
 @pytest.mark.slow
 def test_a_postgresql_restart_is_waited_out(tmp_path: Path) -> None:
-    bindir = pg_bin()
-    if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL: no pg_ctl found")
-        pytest.skip("PostgreSQL binaries (pg_ctl, initdb) are not installed here")
-    with postgres_server(bindir) as pg:
+    with postgres_server(required_pg_bin()) as pg:
         admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.exec_driver_sql("CREATE DATABASE stalls")

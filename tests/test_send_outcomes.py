@@ -4,26 +4,22 @@ refused with nothing queued; handed to a running sender; mail left waiting."""
 from __future__ import annotations
 
 import fcntl
-import shutil
 from pathlib import Path
 
 import pytest
 
 from outreach.app import build
 from outreach.config import load_settings
-from tests.conftest import ROOT, Cli
+from tests.conftest import Cli
 from tests.smtp_server import Faults, Recorder, SmtpServer
 
 WHERE = "kind:industry country:SB"
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    for folder in ("contacts", "templates", "schedules"):
-        shutil.copytree(ROOT / folder, ws / folder)
-    Cli(ws)("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
-    return ws
+def ws(sample_ws: Cli) -> Path:
+    """A copy of the sample workspace with its contacts imported."""
+    return sample_ws.workspace
 
 
 def _counts(ws: Path) -> dict[str, int]:

@@ -15,19 +15,16 @@ import yaml
 
 from outreach.app import build
 from outreach.config import load_settings
-from tests.conftest import ROOT, Cli
+from tests.conftest import Cli
 
 LINKS = {"guidelines": "https://www.example.org/g", "press": "https://www.example.org/p",
          "checklist": "https://www.example.org/c", "pledge": "https://www.example.org/pl"}  # fmt: skip
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    for folder in ("contacts", "templates", "schedules"):
-        shutil.copytree(ROOT / folder, ws / folder)
-    Cli(ws)("contacts", "import", *map(str, sorted((ws / "contacts").glob("*.csv"))))
-    return ws
+def ws(sample_ws: Cli) -> Path:
+    """A copy of the sample workspace with its contacts imported."""
+    return sample_ws.workspace
 
 
 def _soon(ws: Path) -> tuple[Path, datetime]:

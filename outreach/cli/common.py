@@ -134,3 +134,10 @@ def selection(emails: list[str] | None, where: str | None, *, required: bool) ->
             hint='for example --where "kind:industry country:FJ"',
         )
     return audience.and_(*parts) if parts else audience.EVERYONE
+
+
+def who(by: str | None) -> str:
+    """Who decides: the name given with --by, or the user's own."""
+    import getpass
+
+    return by or getpass.getuser()

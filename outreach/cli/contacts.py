@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from outreach.cli.common import State, err_console, out_console, progress_wanted, selection
+from outreach.cli.common import State, err_console, out_console, progress_wanted, selection, who
 from outreach.domain.columns import parse_overrides
 from outreach.domain.contact import FIELDS, Contact
 from outreach.domain.errors import NotFoundError, OutreachError, shown
@@ -352,12 +352,10 @@ def reactivate(
 
     Example: outreach contacts reactivate ana.tuilagi@example.org --reason "the relay refused everyone that day"
     """
-    import getpass
-
     state: State = ctx.obj
     if not (reason := " ".join(reason.split())):
         raise OutreachError("--reason is empty: say why the bounce was wrong", hint='--reason "..."')
-    before = state.services.contacts.reactivate(email, reason=reason, by=by or getpass.getuser())
+    before = state.services.contacts.reactivate(email, reason=reason, by=who(by))
     if before is None:
         raise NotFoundError(f"no contact with the address {email!r}", hint="outreach contacts list --where status:bounced")
     if before not in ("bounced", "active"):

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from outreach.cli.common import State, out_console
+from outreach.cli.common import State, out_console, who
 
 app = typer.Typer(no_args_is_help=True, help="Look at a delivery; retry or mark sent an uncertain one.")
-
-
-def _who(by: str | None) -> str:
-    return by or getpass.getuser()
 
 
 @app.command("show")
@@ -51,7 +46,7 @@ def retry(
     Example: outreach deliveries retry 42
     """
     state: State = ctx.obj
-    row = state.services.posts.retry(delivery, _who(by))
+    row = state.services.posts.retry(delivery, who(by))
     typer.echo(f"delivery {delivery} ({row['channel']}) queued again; 'outreach run' sends it")
 
 
@@ -67,5 +62,5 @@ def mark_sent(
     Example: outreach deliveries mark-sent 42 --post-id 1880028106020515840
     """
     state: State = ctx.obj
-    state.services.posts.mark_sent(delivery, post_id, _who(by))
+    state.services.posts.mark_sent(delivery, post_id, who(by))
     typer.echo(f"delivery {delivery} marked sent as post {post_id}; the rest of its thread can go on")

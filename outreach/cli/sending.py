@@ -22,7 +22,7 @@ from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, O
 from outreach.domain.sender import HINT as SENDER_HINT
 from outreach.domain.sender import sender_problem
 from outreach.links import loopback_link_warning
-from outreach.plans import default_campaign_id, plan_files, read_plan
+from outreach.plans import default_campaign_id, scan_plans
 from outreach.snapshots import template_sources
 from outreach.templating import check_templates
 
@@ -61,10 +61,7 @@ def _campaign_of(services: Services, given: str | None, template: str) -> str:
     if given is None:
         return _default_campaign(services, template)
     known = set(services.outbox.campaign_ids())
-    for path in plan_files(services.settings.workspace):
-        with contextlib.suppress(OutreachError):
-            known.add(str((read_plan(path).get("campaign") or {}).get("id") or ""))
-    known.discard("")
+    known |= {e.campaign_id for e in scan_plans(services.settings.workspace) if e.campaign_id}
     if given not in known:
         raise NotFoundError(
             f"no campaign {given!r}" + (f" (known: {', '.join(sorted(known))})" if known else ""),

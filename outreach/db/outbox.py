@@ -205,18 +205,13 @@ class SqlOutbox(SqlCampaigns, SqlLog):
 
     @staticmethod
     def _flags(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-        """The rare cases, kept off the hot path: an attempt whose outcome is unknown
-        marks its delivery uncertain (every retry says so); an attempt that did not
-        count (its step paused, the relay refused us) gives its attempt back."""
+        """The rare case, kept off the hot path: an attempt whose outcome is unknown
+        marks its delivery uncertain (every retry says so). ``attempts`` stays the
+        number of claims: the sender tells spent attempts from free ones (its step
+        paused, the relay refused us) by the log, for deliveries claimed before."""
         unknown = [o.delivery_id for o in outcomes if o.event == DeliveryStatus.UNCERTAIN]
         if unknown:
             conn.execute(update(deliveries).where(deliveries.c.id.in_(unknown)).values(uncertain=1))
-        free = [o.delivery_id for o in outcomes if o.detail.get("counts_as_attempt") is False]
-        if free:
-            conn.execute(
-                update(deliveries).where(deliveries.c.id.in_(free), deliveries.c.attempts > 0)
-                .values(attempts=deliveries.c.attempts - 1)
-            )  # fmt: skip
 
     @staticmethod
     def _bounced(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
