@@ -19,6 +19,7 @@ from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
 from outreach.cli import workspace as workspace_cli
 from outreach.cli.common import State, err_console
+from outreach.cli.phrases import hint_for
 from outreach.domain.errors import OutreachError
 
 
@@ -31,8 +32,9 @@ class _Group(TyperGroup):
         except OutreachError as exc:
             # the message is text, never markup: "steps[industry-email]" stays as it is
             err_console().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-            if exc.hint:
-                err_console().print(f"  [yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+            hint = hint_for(exc)
+            if hint:
+                err_console().print(f"  [yellow]hint:[/] {escape(hint)}", highlight=False)
             raise typer.Exit(exc.exit_code) from None
 
 

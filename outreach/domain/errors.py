@@ -24,17 +24,25 @@ def _lines_shown(text: str) -> str:
 
 
 class OutreachError(Exception):
-    """Base class. The CLI prints the message and exits with ``exit_code``."""
+    """Base class. The CLI prints the message and exits with ``exit_code``.
+
+    ``code`` names the situation and ``facts`` carry its details (a campaign id, a
+    delivery id, a plan file), so that the edge (the CLI, a web page) can say what to do
+    in its own terms: a command to run, a link to follow. ``hint`` is for advice that
+    is the same everywhere (a file's syntax, a setting's form)."""
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None,
+                 **facts: object) -> None:  # fmt: skip
         # whatever a caller quoted, no raw control byte reaches the terminal
         message = _lines_shown(message)
         hint = None if hint is None else _lines_shown(hint)
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.code = code
+        self.facts = facts
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
