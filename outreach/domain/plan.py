@@ -250,7 +250,7 @@ def load_plan(data: Any, *, source: str, line_of: LineOf | None = None) -> Plan:
             "the plan has errors:\n  "
             + "\n  ".join(lines)
             + (f"\n  ... and {more} more" if more > 0 else ""),
-            hint="fix them in the file; 'outreach plan check FILE' checks it again",
+            hint="fix them in the file, then check it again", code="plan_invalid", source=source,
         ) from None
     return _build(model, source, line_of)
 
