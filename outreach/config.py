@@ -31,6 +31,9 @@ _SOURCES = {
     "secret_key": ("OUTREACH_SECRET_KEY", "web.secret_key", True),
     "newsroom_dir": ("OUTREACH_NEWSROOM_DIR", "press.dir", False),
     "newsroom_url": ("OUTREACH_NEWSROOM_URL", "press.url", False),
+    "four_eyes": ("OUTREACH_FOUR_EYES", "approval.four_eyes", False),
+    "session_lifetime": ("OUTREACH_SESSION_LIFETIME", "web.session_lifetime", False),
+    "login_attempts": ("OUTREACH_LOGIN_ATTEMPTS", "web.login_attempts", False),
 }
 # X credentials: environment only (see channels.x.ENV); kept out of every display
 X_ENV_PREFIX = "OUTREACH_X_"
@@ -50,6 +53,9 @@ class Settings:
     secret_key: str | None = None  # signs those links; see links.secret_key
     newsroom_dir: str | None = None  # where press releases are published (default .outreach/newsroom)
     newsroom_url: str | None = None  # where the newsroom is served (default public_url/newsroom/)
+    four_eyes: bool = False  # who scheduled a campaign may not approve it
+    session_lifetime: float = 8 * 3600.0  # seconds a staff sign-in lasts ("8h", "30m" in files)
+    login_attempts: int = 5  # failed sign-ins allowed per address (and per name) in 15 minutes
     x_env: Mapping[str, str] = field(default_factory=dict, repr=False)  # OUTREACH_X_* variables
     origin: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
@@ -179,5 +185,38 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             values["rate_per_hour"] = int(values["rate_per_hour"])  # type: ignore[call-overload]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"a rate limit is not a number: {exc}") from None
+    _web_values(values, origin)
     x_env = {k: v for k, v in env.items() if k.startswith(X_ENV_PREFIX) and v}
     return Settings(workspace=workspace, database_url=db_url, origin=origin, x_env=x_env, **values)  # type: ignore[arg-type]
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _web_values(values: dict[str, object], origin: Mapping[str, str]) -> None:
+    """The web and approval settings as their types: a yes/no, a duration, a count."""
+    from outreach.domain.plan import parse_duration
+
+    if "four_eyes" in values:
+        raw = values["four_eyes"]
+        text = str(raw).strip().lower()
+        if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
+            raise ConfigError(f"four_eyes ({origin['four_eyes']}) is {raw!r}, not true or false")
+        values["four_eyes"] = raw if isinstance(raw, bool) else text in _TRUE
+    if "session_lifetime" in values:
+        raw = values["session_lifetime"]
+        try:
+            seconds = (float(raw) if isinstance(raw, int | float) or str(raw).strip().isdigit()
+                       else parse_duration(str(raw)).total_seconds())  # fmt: skip
+        except ValueError:
+            seconds = 0.0
+        if seconds <= 0:
+            raise ConfigError(f"session_lifetime ({origin['session_lifetime']}) is {raw!r}",
+                              hint="a duration like 8h, 30m or 1d, or a number of seconds")  # fmt: skip
+        values["session_lifetime"] = seconds
+    if "login_attempts" in values:
+        raw = values["login_attempts"]
+        if isinstance(raw, bool) or not str(raw).strip().isdigit() or int(str(raw)) < 1:
+            raise ConfigError(f"login_attempts ({origin['login_attempts']}) is {raw!r}, not a whole number above 0")
+        values["login_attempts"] = int(str(raw))

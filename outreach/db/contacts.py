@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
+from outreach.db.consent import record_changes
 from outreach.db.contact_writer import ContactWriter
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.db.segments import where
@@ -186,14 +187,19 @@ class SqlContactStore:
                 self._touch(conn, chunk)
         return len(ids)
 
-    def set_status(self, expr: Expr, status: str, *, only_if: str | None = "active") -> int:
-        """Set ``status`` on matching contacts (by default only those now active)."""
+    def set_status(self, expr: Expr, status: str, *, only_if: str | None = "active",
+                   via: str = "cli", actor: str | None = None) -> int:  # fmt: skip
+        """Set ``status`` on matching contacts (by default only those now active); each
+        change is kept in the consent history with ``via`` (how: ``cli`` for a command)
+        and ``actor`` (who, when known)."""
         clause = where(expr)
         if only_if is not None:
             clause = clause & (contacts.c.status == only_if)
+        now = utcnow()
         with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            record_changes(conn, clause, status, via=via, at=now, actor=actor)
             result = conn.execute(
-                update(contacts).where(clause).values(status=status, updated_at=utcnow())
+                update(contacts).where(clause).values(status=status, updated_at=now)
             )
             return result.rowcount
 
@@ -215,6 +221,8 @@ class SqlContactStore:
                 "reactivated_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "reactivated_by": by,
                 "reactivated_reason": reason, "reactivated_from": row.status,
             }  # fmt: skip
+            record_changes(conn, contacts.c.id == row.id, "active", via="reactivate", at=now,
+                           actor=by, reason=reason)  # fmt: skip
             conn.execute(
                 update(contacts)
                 .where(contacts.c.id == row.id, contacts.c.status == "bounced")

@@ -170,4 +170,45 @@ campaigns = Table(
     # what was scheduled: plan text, campaign, template sources (snapshots.take)
     Column("snapshot", JSON),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("scheduled_by", String(200)),  # who scheduled what is to be approved (four eyes)
+)
+
+# -- consent: every change of a contact's status, with how and by whom -----------------
+
+consent_events = Table(
+    "consent_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_from", String(12), nullable=False),
+    Column("status_to", String(12), nullable=False),
+    Column("via", String(20), nullable=False),  # one-click | page | cli | reactivate
+    Column("campaign", String(100)),  # the campaign whose link was used
+    Column("actor", String(200)),  # the person who made the change, when not the contact
+    Column("reason", Text),
+    Index(None, "contact_id", "id"),
+)
+
+# -- staff of the web pages: accounts (argon2 hashes only) and their sign-ins ----------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),  # lower case
+    Column("role", String(20), nullable=False),  # viewer | operator | admin
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the token in the cookie
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "user_id"),
 )

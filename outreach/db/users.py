@@ -1,0 +1,193 @@
+"""Staff of the web pages: accounts with a role and an argon2 hash of their password
+(never the password), their sign-ins (only a SHA-256 of each session's token is kept,
+so a copy of the database opens no session), and who scheduled a campaign (the
+four-eyes rule reads it)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from outreach.db.models import campaigns, users, utcnow, web_sessions
+from outreach.db.patience import Patience, patient
+from outreach.domain.errors import NotFoundError, OutreachError
+
+ROLES = ("viewer", "operator", "admin")  # each may do what the ones before it may
+NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # hashing has a cost: nobody gets to make the server hash a megabyte
+
+_hasher = PasswordHasher()
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the name is unknown, so that the answer takes as long."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+
+    def may(self, role: str) -> bool:
+        """Whether the user's role is ``role`` or above it."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def user_name(name: str) -> str:
+    """A user name as stored: lower case; letters, digits and ``. _ @ -``."""
+    key = name.strip().casefold()
+    if not NAME.fullmatch(key):
+        raise OutreachError(f"{name!r} is not a user name", code="bad_user_name",
+                            hint="letters, digits and . _ @ - (up to 64), starting with a letter or digit")  # fmt: skip
+    return key
+
+
+def password_problem(password: str) -> str | None:
+    """Why a password cannot be used, or None."""
+    if len(password) < MIN_PASSWORD:
+        return f"a password needs at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"a password has at most {MAX_PASSWORD} characters"
+    if password != password.strip() or any(not c.isprintable() for c in password):
+        return "a password may not start or end with a space, nor hold control characters"
+    return None
+
+
+def _checked(password: str) -> str:
+    problem = password_problem(password)
+    if problem:
+        raise OutreachError(problem, code="bad_password")
+    return _hasher.hash(password)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def _user(row) -> User:  # type: ignore[no-untyped-def]
+    return User(row.id, row.name, row.role, row.created_at)
+
+
+@patient
+@dataclass
+class SqlUsers:
+    engine: Engine
+    clock: Callable[[], datetime] = utcnow
+    patience: Patience = field(default_factory=lambda: Patience(limit=10.0))
+
+    def _write(self):  # type: ignore[no-untyped-def]
+        return self.engine.connect().execution_options(write=True)
+
+    # -- accounts ----------------------------------------------------------------------
+    def add(self, name: str, role: str, password: str) -> User:
+        key = user_name(name)
+        if role not in ROLES:
+            raise OutreachError(f"no role {role!r}", code="bad_role", hint=f"roles: {', '.join(ROLES)}")
+        hashed = _checked(password)
+        now = self.clock()
+        try:
+            with self._write() as conn, conn.begin():
+                conn.execute(insert(users).values(name=key, role=role, password_hash=hashed,
+                                                  created_at=now, updated_at=now))  # fmt: skip
+        except IntegrityError:
+            raise OutreachError(f"there is a user {key} already", code="user_exists",
+                                hint=f"outreach users passwd {key} sets a new password") from None  # fmt: skip
+        found = self.get(key)
+        assert found is not None
+        return found
+
+    def get(self, name: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.name == name.strip().casefold())).first()
+        return _user(row) if row else None
+
+    def all(self) -> list[User]:
+        with self.engine.connect() as conn:
+            return [_user(r) for r in conn.execute(select(users).order_by(users.c.name))]
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password; every session of the user ends."""
+        hashed = _checked(password)
+        with self._write() as conn, conn.begin():
+            row = conn.execute(select(users.c.id).where(users.c.name == name.strip().casefold())).first()
+            if row is None:
+                raise self._unknown(name)
+            conn.execute(update(users).where(users.c.id == row.id)
+                         .values(password_hash=hashed, updated_at=self.clock()))  # fmt: skip
+            conn.execute(delete(web_sessions).where(web_sessions.c.user_id == row.id))
+
+    def remove(self, name: str) -> None:
+        """The user goes, and every session of theirs with them."""
+        with self._write() as conn, conn.begin():
+            gone = conn.execute(delete(users).where(users.c.name == name.strip().casefold())).rowcount
+            if not gone:
+                raise self._unknown(name)
+
+    def _unknown(self, name: str) -> NotFoundError:
+        known = [u.name for u in self.all()]
+        return NotFoundError(f"no user {name!r}" + (f" (users: {', '.join(known)})" if known else " (there is none yet)"),
+                             hint="outreach users add NAME --role viewer|operator|admin")  # fmt: skip
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user, when the password is theirs; None otherwise (an unknown name takes
+        as long to refuse as a wrong password)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.name == name.strip().casefold())).first()
+        hashed = row.password_hash if row is not None else _dummy()
+        try:
+            _hasher.verify(hashed, password[:MAX_PASSWORD])
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None:
+            return None
+        if _hasher.check_needs_rehash(hashed):
+            with self._write() as conn, conn.begin():
+                conn.execute(update(users).where(users.c.id == row.id)
+                             .values(password_hash=_hasher.hash(password)))  # fmt: skip
+        return _user(row)
+
+    # -- sign-ins ----------------------------------------------------------------------
+    def open_session(self, user: User, lifetime: float) -> str:
+        """A new session for ``user`` lasting ``lifetime`` seconds: its token (kept only
+        as a hash). Expired sessions are swept away."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._write() as conn, conn.begin():
+            conn.execute(delete(web_sessions).where(web_sessions.c.expires_at <= now))
+            conn.execute(insert(web_sessions).values(
+                id=_digest(token), user_id=user.id, created_at=now,
+                expires_at=now + timedelta(seconds=lifetime)))  # fmt: skip
+        return token
+
+    def session_user(self, token: str) -> User | None:
+        """The user of a session that has not expired (nor been closed)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users).join(web_sessions, web_sessions.c.user_id == users.c.id)
+                .where(web_sessions.c.id == _digest(token), web_sessions.c.expires_at > self.clock())
+            ).first()  # fmt: skip
+        return _user(row) if row else None
+
+    def close_session(self, token: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(delete(web_sessions).where(web_sessions.c.id == _digest(token)))
+
+    # -- who scheduled a campaign -----------------------------------------------------
+    def set_scheduled_by(self, campaign_id: str, by: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(scheduled_by=by))
