@@ -9,6 +9,7 @@ from outreach.guards import (
     GuardError,
     approval_problem,
     require_campaign,
+    require_other_approver,
     require_scheduled_as_is,
 )
 from outreach.scheduling import job_id, make_scheduler
@@ -24,6 +25,8 @@ def approve_campaign(services: Services, campaign_id: str, by: str) -> tuple[int
     if stored["status"] == "cancelled":
         raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
                          campaign=campaign_id)  # fmt: skip
+    if services.settings.four_eyes:
+        require_other_approver(stored, by)
     services.outbox.approve(campaign_id, by, require_scheduled_as_is(services, stored))
     return release_held(services, campaign_id)
 

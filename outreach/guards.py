@@ -107,6 +107,18 @@ def approval_problem(services: Services, campaign_id: str) -> str | None:
     return None
 
 
+def same_person(a: str | None, b: str | None) -> bool:
+    """Whether two recorded names are one person's (case and outer spaces aside)."""
+    return bool(a and b) and a.strip().casefold() == b.strip().casefold()  # type: ignore[union-attr]
+
+
+def require_other_approver(stored: Mapping[str, Any], by: str) -> None:
+    """Four eyes: who scheduled what is to be approved may not approve it."""
+    if same_person(stored.get("scheduled_by"), by):
+        raise GuardError("four_eyes", f"{by} scheduled {stored['id']} and may not approve it too "
+                         "(four eyes: approval.four_eyes is on)", campaign=stored["id"], by=by)  # fmt: skip
+
+
 def require_scheduled_as_is(services: Services, stored: Mapping[str, Any]) -> str:
     """The approval key of what was scheduled (and checked): its snapshot."""
     return current_key(stored)

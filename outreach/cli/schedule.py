@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from outreach.app import Services
-from outreach.cli.common import State, out_console
+from outreach.cli.common import State, out_console, who
 from outreach.domain.errors import OutreachError
 from outreach.plans import load
 
@@ -38,6 +38,7 @@ def reschedule(
         str | None,
         typer.Option(help="New embargo (default: it keeps its distance from the launch)."),
     ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who moves it (default: your user name).")] = None,
 ) -> None:
     """Move a launch, and every step not yet sent with it (held and missed ones too).
     The embargo moves with the campaign's launch unless --embargo gives it; the moved
@@ -54,6 +55,7 @@ def reschedule(
                             hint=f'outreach reschedule {campaign} --launch "2014-09-08 10:00"')  # fmt: skip
     services = state.services
     report = do_reschedule(services, campaign, launch, wave, embargo=embargo, check=errors_of(services))
+    _scheduled_by(services, campaign, who(by))  # what is to be approved now is theirs
     moved = ", ".join(p for p in (f"{wave} moved to {launch}" if launch else "",
                                   f"embargo moved to {embargo}" if embargo else "") if p)  # fmt: skip
     typer.echo(
@@ -61,6 +63,14 @@ def reschedule(
         f"{report.cancelled} old ones removed, {report.fired} already fired (left as they are)"
     )
     _approval_note(services, campaign)
+
+
+def _scheduled_by(services: Services, campaign: str, by: str) -> None:
+    """Record who scheduled what is to be approved (with approval.four_eyes on, they
+    may not approve it)."""
+    from outreach.db.users import SqlUsers
+
+    SqlUsers(services.engine).set_scheduled_by(campaign, by)
 
 
 def _approval_note(services: Services, campaign: str) -> None:
@@ -110,6 +120,11 @@ def schedule(
     file: Annotated[
         Path, typer.Argument(help="The plan, e.g. schedules/cop-guidelines-2014.yaml.")
     ],
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Who schedules it (default: your user name); with "
+                     "approval.four_eyes on, someone else must approve it."),
+    ] = None,
 ) -> None:
     """Store a plan and register a job for every firing (again: only what changed).
 
@@ -120,8 +135,11 @@ def schedule(
 
     state: State = ctx.obj
     services = state.services
-    report = do_schedule(services, file, check=errors_of(services))
     plan = load(file)
+    before = services.outbox.campaign(plan.campaign.id)
+    report = do_schedule(services, file, check=errors_of(services))
+    if before is None or report.changed or not before.get("scheduled_by"):
+        _scheduled_by(services, plan.campaign.id, who(by))  # unchanged: still the first one's
     console = out_console()
     console.print(
         f"{plan.campaign.id}: {report.added} firing(s) added, {report.replaced} changed, {report.kept} unchanged, "
