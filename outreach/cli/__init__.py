@@ -14,6 +14,7 @@ from outreach.cli import contacts as contacts_cli
 from outreach.cli import deliveries as deliveries_cli
 from outreach.cli import plans as plans_cli
 from outreach.cli import rehearse as rehearse_cli
+from outreach.cli import review as review_cli
 from outreach.cli import schedule as schedule_cli
 from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
@@ -88,6 +89,7 @@ app.add_typer(templates_cli.app, name="templates")
 app.add_typer(plans_cli.app, name="plan")
 app.command("preview")(templates_cli.preview)
 sending_cli.register(app)
+review_cli.register(app)
 app.add_typer(deliveries_cli.app, name="deliveries")
 rehearse_cli.register(app)
 schedule_cli.register(app)

@@ -1,4 +1,4 @@
-"""``outreach send``, ``run``, ``log`` and ``resume``."""
+"""``outreach send``, ``run`` and ``resume`` (``log``: cli/review.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from outreach import guards, review, runner
+from outreach import guards, runner
 from outreach.app import Services
 from outreach.channels.smtp import parse_smtp_url
 from outreach.cli.common import State, err_console, out_console, progress_wanted
@@ -30,7 +29,6 @@ from outreach.templating import check_templates
 def register(app: typer.Typer) -> None:
     app.command("send")(send)
     app.command("run")(run)
-    app.command("log")(log)
     app.command("resume")(resume)
 
 
@@ -250,59 +248,6 @@ def _warn_links(services: Services) -> None:
     warning = loopback_link_warning(services.settings)
     if warning:
         err_console().print(f"[yellow]warning:[/] {escape(warning)}")
-
-
-def log(
-    ctx: typer.Context,
-    campaign: Annotated[str | None, typer.Option(help="Only this campaign.")] = None,
-    step: Annotated[str | None, typer.Option(help="Only this step.")] = None,
-    event: Annotated[
-        str | None,
-        typer.Option(help="Only this event: sent, failed, deferred, skipped, uncertain..."),
-    ] = None,
-    contact: Annotated[str | None, typer.Option(help="Only this contact (email address).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many events (the latest).")] = 50,
-) -> None:
-    """Who got what, when, and what failed and why.
-
-    Example: outreach log --campaign cop-2014 --event failed
-    """
-    state: State = ctx.obj
-    services = state.services
-    console = out_console()
-    summary = Table(title="Steps", title_justify="left")
-    for column in ("campaign", "step", "channel", "template", "due (UTC)", "status", "deliveries"):
-        summary.add_column(column)
-    for row in review.step_rows(services, campaign, step):
-        s = row.step
-        summary.add_row(
-            escape(s.campaign), escape(s.key), s.channel, escape(s.template),
-            f"{s.send_at:%Y-%m-%d %H:%M}", s.status, review.counts_text(row.counts),
-        )  # fmt: skip
-    console.print(summary)
-    events = review.events(
-        services, campaign=campaign, step_key=step, event=event, email=contact, limit=limit
-    )
-    table = Table(title=f"Events (latest {len(events)})", title_justify="left")
-    for column in ("at (UTC)", "step", "delivery", "to", "event", "detail"):
-        table.add_column(column, overflow="fold")
-    for e in events:
-        table.add_row(
-            f"{e['at']:%Y-%m-%d %H:%M:%S}", escape(e["step"]), str(e["delivery_id"] or ""),
-            escape(review.recipient(e)), e["event"], escape(review.detail(e["detail"]) + _what_next(e)),
-        )  # fmt: skip
-    console.print(table)
-
-
-def _what_next(event: dict) -> str:
-    """The command for what the log says a person may do next (a fact it stores)."""
-    detail, n, campaign = event["detail"], event["delivery_id"], event["campaign"]
-    if detail.get("decide") and n is not None:
-        return f"; decide: outreach deliveries retry {n}, or outreach deliveries mark-sent {n} --post-id N if it is on X"
-    return {
-        "resume": f"; continue with: outreach resume {campaign}",
-        "reschedule": f"; reschedule it (outreach reschedule {campaign} --launch ...) or send it by hand (outreach send)",
-    }.get(detail.get("action", ""), "")
 
 
 def resume(

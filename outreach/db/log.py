@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, Select, and_, cast, extract, func, literal_column, select
 
 from outreach.db.models import contacts, deliveries, delivery_events, steps
 from outreach.db.repository import Repository
+
+_LOG_COLUMNS = (
+    delivery_events.c.id, delivery_events.c.at, delivery_events.c.event, delivery_events.c.detail,
+    delivery_events.c.step_id, delivery_events.c.delivery_id, contacts.c.email, deliveries.c.part,
+    deliveries.c.attempts,
+)  # fmt: skip
 
 
 class SqlLog(Repository):
@@ -143,3 +150,142 @@ class SqlLog(Repository):
                     steps.c.channel == channel,
                 )
             ).scalar_one()
+
+    # -- the log, read for people: pages, streams and a campaign's report -----------------
+
+    def log_events(
+        self, *, step_ids: Sequence[int] | None = None, event: str | None = None,
+        email: str | None = None, search: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, before: int | None = None, after: int | None = None,
+        limit: int = 50, newest_first: bool = True,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """At most ``limit`` events matching the filters, by id (newest or oldest
+        first), with ids below ``before`` and above ``after``: one page of a keyset walk
+        (no OFFSET). ``step_ids`` None: every step's; ``email`` an exact address and
+        ``search`` a part of one, both case-insensitive; ``since``/``until`` inclusive."""
+        query = self._log_query(select(*_LOG_COLUMNS), step_ids=step_ids, event=event, email=email,
+                                search=search, since=since, until=until, before=before, after=after)  # fmt: skip
+        order = delivery_events.c.id.desc() if newest_first else delivery_events.c.id
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query.order_by(order).limit(limit))]
+
+    def log_floor(
+        self, n: int, *, step_ids: Sequence[int] | None = None, event: str | None = None,
+        email: str | None = None, search: str | None = None, since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int | None:  # fmt: skip
+        """The id of the oldest of the latest ``n`` matching events (None: no match), so
+        that they can be streamed oldest first from there."""
+        latest = self._log_query(select(delivery_events.c.id), step_ids=step_ids, event=event,
+                                 email=email, search=search, since=since, until=until)  # fmt: skip
+        latest = latest.order_by(delivery_events.c.id.desc()).limit(n).subquery()
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.min(latest.c.id))).scalar()
+
+    @staticmethod
+    def _log_query(query: Select, *, step_ids: Sequence[int] | None, event: str | None,
+                   email: str | None, search: str | None, since: datetime | None,
+                   until: datetime | None, before: int | None = None,
+                   after: int | None = None) -> Select:  # fmt: skip
+        joined = delivery_events.outerjoin(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+        query = query.select_from(joined.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))
+        conditions = []
+        if step_ids is not None:
+            conditions.append(delivery_events.c.step_id.in_(list(step_ids)))
+        if event:
+            conditions.append(delivery_events.c.event == event)
+        if email:
+            conditions.append(func.lower(contacts.c.email) == email.casefold())
+        if search:
+            conditions.append(contacts.c.email.icontains(search, autoescape=True))
+        if since is not None:
+            conditions.append(delivery_events.c.at >= since)
+        if until is not None:
+            conditions.append(delivery_events.c.at <= until)
+        if before is not None:
+            conditions.append(delivery_events.c.id < before)
+        if after is not None:
+            conditions.append(delivery_events.c.id > after)
+        return query.where(*conditions)
+
+    def sent_bounds(self, campaign: str) -> dict[int, tuple[datetime, datetime]]:
+        """Each step's first and last send (its ``sent`` events), in one query."""
+        query = (
+            select(delivery_events.c.step_id, func.min(delivery_events.c.at), func.max(delivery_events.c.at))
+            .join(steps, steps.c.id == delivery_events.c.step_id)
+            .where(steps.c.campaign == campaign, delivery_events.c.event == "sent")
+            .group_by(delivery_events.c.step_id)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return {step_id: (first, last) for step_id, first, last in conn.execute(query)}
+
+    def reason_counts(self, campaign: str, event: str) -> list[dict[str, Any]]:
+        """Deliveries of the campaign with a ``failed`` or ``skipped`` event, grouped by
+        step and what the event says (code, reply with the recipient's address left
+        out, stage, reason), in one query. Each: step_id, code, reply, stage, reason, n."""
+        detail = delivery_events.c.detail
+        facts = (
+            select(
+                delivery_events.c.step_id.label("step_id"), delivery_events.c.delivery_id.label("delivery_id"),
+                detail["code"].as_string().label("code"),
+                func.replace(func.coalesce(detail["reply"].as_string(), ""),
+                             func.coalesce(contacts.c.email, ""), "<recipient>").label("reply"),
+                func.coalesce(detail["stage"].as_string(), "").label("stage"),
+                func.coalesce(detail["reason"].as_string(), "").label("reason"),
+            )
+            .select_from(delivery_events.join(steps, steps.c.id == delivery_events.c.step_id)
+                         .join(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+                         .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))
+            .where(steps.c.campaign == campaign, delivery_events.c.event == event)
+        ).subquery()  # fmt: skip
+        keys = (facts.c.step_id, facts.c.code, facts.c.reply, facts.c.stage, facts.c.reason)
+        query = select(*keys, func.count(facts.c.delivery_id.distinct()).label("n")).group_by(*keys)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def lost_since(self, campaign: str) -> dict[int, dict[str, int]]:
+        """Per step, the recipients it reached (sent, or uncertain) whose contact is no
+        longer active, by what they are now (unsubscribed, bounced, complained): they
+        were active when it was sent (checked at send time), so it happened since."""
+        query = (
+            select(deliveries.c.step_id, contacts.c.status, func.count())
+            .join(steps, steps.c.id == deliveries.c.step_id)
+            .join(contacts, contacts.c.id == deliveries.c.contact_id)
+            .where(steps.c.campaign == campaign, deliveries.c.status.in_(("sent", "uncertain")),
+                   contacts.c.status != "active")
+            .group_by(deliveries.c.step_id, contacts.c.status)
+        )  # fmt: skip
+        out: dict[int, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for step_id, status, n in conn.execute(query):
+                out.setdefault(step_id, {})[status] = n
+        return out
+
+    def published(self, campaign: str) -> list[dict[str, Any]]:
+        """The campaign's X posts and press releases that went out: ``sent`` events of
+        deliveries without a contact (step_id, delivery_id, part, at, detail)."""
+        query = (
+            select(delivery_events.c.step_id, delivery_events.c.delivery_id, deliveries.c.part,
+                   delivery_events.c.at, delivery_events.c.detail)
+            .join(steps, steps.c.id == delivery_events.c.step_id)
+            .join(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+            .where(steps.c.campaign == campaign, delivery_events.c.event == "sent",
+                   deliveries.c.contact_id.is_(None))
+            .order_by(delivery_events.c.id)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def sent_per_bucket(self, campaign: str, seconds: int) -> list[tuple[datetime, int]]:
+        """The campaign's sends counted per ``seconds``-long span of time (spans start
+        at multiples of it since the epoch), in one grouped query."""
+        size = literal_column(str(int(seconds)), Integer)  # a number, not a parameter: grouped by as is
+        bucket = (cast(extract("epoch", delivery_events.c.at), Integer) // size).label("bucket")
+        query = (
+            select(bucket, func.count())
+            .join(steps, steps.c.id == delivery_events.c.step_id)
+            .where(steps.c.campaign == campaign, delivery_events.c.event == "sent")
+            .group_by(bucket).order_by(bucket)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [(datetime.fromtimestamp(int(b) * seconds, UTC), n) for b, n in conn.execute(query)]

@@ -1,6 +1,6 @@
-"""The delivery log, read: steps with their counts, campaigns with their approval and
-next firings, events. Set-based (one query for every step's counts, one read of the
-job store); the CLI prints these, and a web page can show the same."""
+"""Steps with their counts, campaigns with their approval and next firings, event
+wording. Set-based (one query for every step's counts, one read of the job store); the
+CLI prints these, and a web page can show the same."""
 
 from __future__ import annotations
 
