@@ -19,6 +19,7 @@ import css_inline
 from jinja2 import Environment, TemplateNotFound
 
 from outreach.domain.errors import TemplateError
+from outreach.domain.layouts import layout_chain
 
 _PAIRS = {
     "block_begin": "block_end",
@@ -75,16 +76,7 @@ class _Source:
 
     def __init__(self, env: Environment, name: str) -> None:
         self.env = env
-        self.chain: list[tuple[str, list[Piece]]] = []
-        seen: set[str] = set()
-        current: str | None = name
-        while current:
-            if current in seen:
-                raise TemplateError(f"layouts extend each other in a loop at {current}", file=name)
-            seen.add(current)
-            parts = self._load(current, name)
-            self.chain.append((current, parts))
-            current = _extends(parts, current)
+        self.chain = [(template, self._load(template, name)) for template in [name, *layout_chain(env, name)]]
         self.blocks: dict[str, tuple[str, list[Piece]]] = {}
         for template, parts in self.chain:  # child first: the most-derived definition wins
             for block, body in _block_bodies(parts, template).items():
@@ -94,7 +86,7 @@ class _Source:
         try:
             source, _filename, _uptodate = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
         except TemplateNotFound:
-            raise TemplateError(f"layout or partial {name!r} not found", file=origin) from None
+            raise TemplateError(f"partial {name!r} not found", file=origin) from None
         return pieces(self.env, source, name)
 
     def expand(self, block: str, emitted: set[str]) -> list[Piece]:
@@ -137,18 +129,6 @@ class _Source:
                 out.append(p)
             i += 1
         return out
-
-
-def _extends(parts: list[Piece], name: str) -> str | None:
-    for p in parts:
-        if p.kind == "stmt" and p.keyword == "extends":
-            if len(p.words) != 2 or p.words[1][0] not in "\"'":
-                raise TemplateError(
-                    "the layout's name must be written as a string", file=name, line=p.line,
-                    hint='{% extends "_layouts/email.html.j2" %}',
-                )  # fmt: skip
-            return p.words[1].strip("\"'")
-    return None
 
 
 def _static_include(p: Piece) -> bool:

@@ -33,6 +33,7 @@ from markupsafe import Markup
 from outreach.domain import limits, safe_yaml
 from outreach.domain.errors import TemplateError
 from outreach.domain.inline_css import inline_html_block
+from outreach.domain.layouts import layout_chain
 from outreach.domain.sandbox import TemplateLimitError, _Sandbox, f_date, template_error
 
 X_MAX_WEIGHTED = 280
@@ -53,7 +54,7 @@ class _Blocks:
         try:
             self.template = env.get_template(name)
             self.parents = []
-            for parent in _layout_names(env, name):
+            for parent in layout_chain(env, name):
                 self.parents.append(env.get_template(parent))
         except Exception as exc:
             raise template_error(exc, name) from None
@@ -71,24 +72,6 @@ class _Blocks:
 
     def render(self, ctx: Context, block: str) -> str:
         return self.env.concat(ctx.blocks[block][0](ctx))
-
-
-def _layout_names(env: _Sandbox, name: str) -> list[str]:
-    from jinja2 import nodes
-
-    chain: list[str] = []
-    current = name
-    while True:
-        source = env.loader.get_source(env, current)[0]  # type: ignore[union-attr]
-        extends = next(iter(env.parse(source, current).find_all(nodes.Extends)), None)
-        if extends is None:
-            return chain
-        if not isinstance(extends.template, nodes.Const):
-            raise TemplateError("the layout's name must be written as a string", file=current)
-        current = extends.template.value
-        if current in chain or current == name:
-            raise TemplateError(f"layouts extend each other in a loop at {current}", file=name)
-        chain.append(current)
 
 
 # -- one render within the limits ------------------------------------------------------
