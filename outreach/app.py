@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -21,12 +21,13 @@ from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
 from outreach.db.posts import SqlPosts
 from outreach.dispatch import Dispatcher, Stats
+from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, parse_launch
-from outreach.domain.errors import OutreachError
+from outreach.domain.errors import ConfigError, OutreachError
 from outreach.links import Links
 from outreach.plans import scan_plans
 from outreach.policy import SendPolicy
-from outreach.ports import Clock, ContactStore, Outbox, PostChannel, StepInfo
+from outreach.ports import Clock, ContactStore, EmailChannel, Outbox, Posts, PostTarget, StepInfo
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
 
@@ -46,10 +47,10 @@ class Services:
         self.engine.dispose()
 
     @cached_property
-    def posts(self) -> SqlPosts:
+    def posts(self) -> Posts:
         return SqlPosts(self.engine, self.clock)
 
-    def x_channel(self, *, local: bool = False) -> PostChannel:
+    def x_channel(self, *, local: bool = False) -> PostTarget:
         """The X API with the credentials in the environment; without any (or with
         ``local``), a file in .outreach/x/ that shows exactly what would be posted."""
         from outreach.channels.x import XApi, XCredentials, XFile
@@ -63,9 +64,18 @@ class Services:
         folder, url = self.settings.newsroom
         return Newsroom(folder, url)
 
+    def post_targets(self, *, local: bool = False) -> dict[str, PostTarget]:
+        """What publishes the items of each registered channel that is not per contact
+        (``SENDERS``); ``local``: nothing leaves this machine."""
+        targets = {}
+        for name in channels.posted():
+            if name not in SENDERS:
+                raise ConfigError(f"channel {name!r} is registered without a sender (app.SENDERS)")
+            targets[name] = SENDERS[name](self, local)
+        return targets
+
     def poster(self, *, local: bool = False) -> Poster:
-        return Poster(self.posts, self.outbox, x=self.x_channel(local=local), newsroom=self.newsroom(),
-                      clock=self.clock)  # fmt: skip
+        return Poster(self.posts, self.outbox, targets=self.post_targets(local=local), clock=self.clock)
 
     @cached_property
     def templates(self) -> TemplateLibrary:
@@ -123,7 +133,7 @@ class Services:
         return CampaignInfo(campaign_id, campaign_id, datetime.now(UTC))
 
     @contextmanager
-    def email_channel(self, maildir: Path | None = None) -> Iterator[tuple[SmtpPool, str]]:
+    def email_channel(self, maildir: Path | None = None) -> Iterator[tuple[EmailChannel, str]]:
         """The SMTP relay of OUTREACH_SMTP_URL or else (and always with ``maildir``)
         the local Maildir target: a real SMTP server on 127.0.0.1 that keeps messages
         in ``.outreach/outbox/``. Yields the pool and a description safe to show."""
@@ -133,12 +143,12 @@ class Services:
             return
         folder = maildir or self.settings.state_dir / "outbox"
         with MaildirServer(folder) as server:
-            pool = SmtpPool(parse_smtp_url(server.url))
-            pool.local = True
+            pool = SmtpPool(parse_smtp_url(server.url), local=True)
             note = "" if maildir else " (no OUTREACH_SMTP_URL set)"
             yield pool, f"the local Maildir {folder}{note}"
 
-    def dispatcher(self, channel: SmtpPool, *, on_progress=None) -> Dispatcher:  # type: ignore[no-untyped-def]
+    def dispatcher(self, channel: EmailChannel, *,
+                   on_progress: Callable[[Stats], None] | None = None) -> Dispatcher:  # fmt: skip
         s = self.settings
         # A relay's limits do not apply to the local Maildir target.
         per_second = 100_000.0 if channel.local else s.rate_per_second
@@ -153,6 +163,15 @@ class Services:
         )  # fmt: skip
 
 
+# The sender of each channel whose deliveries are items of their own (posts, releases;
+# ``domain.channels.posted``), by the name the registry gives it: one line a channel.
+# ``local``: a stand-in on this machine (a rehearsal: nothing is published).
+SENDERS: dict[str, Callable[[Services, bool], PostTarget]] = {
+    "x": lambda services, local: services.x_channel(local=local),
+    "press": lambda services, _local: services.newsroom(),
+}
+
+
 def build(settings: Settings, clock: Clock = utcnow) -> Services:
     """Open (and if needed create or upgrade) the database and wire the services."""
     engine = open_database(settings.database_url)
@@ -163,4 +182,4 @@ def build(settings: Settings, clock: Clock = utcnow) -> Services:
                     outbox=SqlOutbox(engine, clock), clock=clock)  # fmt: skip
 
 
-__all__ = ["Services", "Stats", "build"]
+__all__ = ["SENDERS", "Services", "Stats", "build"]

@@ -131,7 +131,7 @@ class Dispatcher:
     def batch(self) -> int:
         """Large enough to keep every connection busy between two claims, small
         enough that a stopped sender leaves little unsent in hand."""
-        return self.policy.batch or min(500, max(50, 25 * getattr(self.channel, "size", 8)))
+        return self.policy.batch or min(500, max(50, 25 * self.channel.size))
 
     async def run_batch(self) -> int:
         claimed = self.outbox.claim(channel="email", limit=self.batch, now=self.clock())
@@ -141,7 +141,7 @@ class Dispatcher:
             if step_id in self._steps and self._steps[step_id].info.status != "active":
                 del self._steps[step_id]
         claimed = [self._with_history(c) if c.attempts > 1 else c for c in claimed]
-        semaphore = asyncio.Semaphore(getattr(self.channel, "size", 8))
+        semaphore = asyncio.Semaphore(self.channel.size)
         broken: dict[int, str] = {}  # steps that cannot be prepared: they fail alone
 
         async def one(item: Claimed) -> Outcome:

@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from outreach.domain.audience import Expr
 from outreach.domain.contact import Contact, ContactRecord
 
 Clock = Callable[[], datetime]  # the time now, aware UTC; a rehearsal's runs faster
+T = TypeVar("T")
 
 
 @dataclass
@@ -118,7 +119,7 @@ class Outcome:
 class Waiting(Protocol):
     """Runs a call, waiting out a database that is busy, full or away (db.patience)."""
 
-    def run(self, what: str, call: Callable[[], Any]) -> Any: ...
+    def run(self, what: str, call: Callable[[], T]) -> T: ...
 
 
 class Campaigns(Protocol):
@@ -155,6 +156,19 @@ class DeliveryLog(Protocol):
     def events(self, *, campaign: str | None = None, step_key: str | None = None,
                event: str | None = None, email: str | None = None, limit: int = 50,
                since: datetime | None = None, delivery_id: int | None = None) -> list[dict[str, Any]]: ...  # fmt: skip
+    # read for people: pages and streams of the log (keyset, by event id), a campaign's report
+    def log_events(self, *, step_ids: Sequence[int] | None = None, event: str | None = None,
+                   email: str | None = None, search: str | None = None, since: datetime | None = None,
+                   until: datetime | None = None, before: int | None = None, after: int | None = None,
+                   limit: int = 50, newest_first: bool = True) -> list[dict[str, Any]]: ...  # fmt: skip
+    def log_floor(self, n: int, *, step_ids: Sequence[int] | None = None, event: str | None = None,
+                  email: str | None = None, search: str | None = None, since: datetime | None = None,
+                  until: datetime | None = None) -> int | None: ...  # fmt: skip
+    def sent_bounds(self, campaign: str) -> dict[int, tuple[datetime, datetime]]: ...
+    def reason_counts(self, campaign: str, event: str) -> list[dict[str, Any]]: ...
+    def lost_since(self, campaign: str) -> dict[int, dict[str, int]]: ...
+    def published(self, campaign: str) -> list[dict[str, Any]]: ...
+    def sent_per_bucket(self, campaign: str, seconds: int) -> list[tuple[datetime, int]]: ...
 
 
 class Outbox(Campaigns, DeliveryLog, Protocol):
@@ -194,6 +208,10 @@ class EmailChannel(Protocol):
     addresses may go in UTF-8, else IDNA domains, and an address with a non-ASCII
     local part cannot go); it may raise ``domain.mime.AddressError``."""
 
+    @property
+    def size(self) -> int: ...  # connections: how many messages may be in flight at once
+    @property
+    def local(self) -> bool: ...  # a target on this machine (the local Maildir): no relay limits apply
     async def send(
         self, sender: str, recipient: str, message: bytes | Callable[[bool, bool], bytes]
     ) -> SendResult: ...
@@ -237,15 +255,26 @@ class PostResult:
     url: str | None = None
 
 
-class PostChannel(Protocol):
-    name: str  # shown to people: "X (@account)" or "the file .outreach/x/posts.jsonl"
+class PostTarget(Protocol):
+    """What publishes the items of one channel that is not per contact: an X account,
+    the newsroom (``channels.x``, ``channels.press``). ``app.SENDERS`` says which
+    serves each such channel of ``domain.channels``; the ``Poster`` calls it."""
 
-    def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]]) -> PostResult: ...
+    name: str  # shown to people: "the X API" or "the file .outreach/x/posts.jsonl ..."
+    service: str  # what a logged reason calls where items go: "X", "the newsroom"
+
+    def facts(self, item: PostItem) -> dict[str, Any]: ...  # logged with its outcome
+    def deliver(self, item: PostItem, at: datetime) -> PostResult: ...
 
 
-class Publisher(Protocol):
-    """Where press releases are published (``channels.press.Newsroom``)."""
+class Posts(Protocol):
+    """The outbox's items of channels that are not per contact (``db.posts``): fixed
+    when their step fires, claimed one at a time, decided about by a person."""
 
-    name: str
+    patience: Waiting  # how long a stalled database is waited out
 
-    def publish(self, content: dict[str, Any], published: datetime) -> PostResult: ...
+    def materialize(self, step: StepInfo, items: Sequence[dict[str, Any]]) -> int: ...
+    def claim(self, *, channels: Sequence[str], now: datetime | None = None) -> PostItem | None: ...
+    def delivery(self, delivery_id: int) -> dict[str, Any]: ...
+    def retry(self, delivery_id: int, by: str) -> dict[str, Any]: ...
+    def mark_sent(self, delivery_id: int, post_id: str, by: str) -> dict[str, Any]: ...

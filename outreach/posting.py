@@ -1,13 +1,18 @@
-"""X posts and press releases. When its step fires, what it says is rendered once and
-fixed in the outbox (``prepare``); the ``Poster`` then posts one item at a time,
-each written ``sending`` (and logged) before the call, each outcome recorded:
+"""Deliveries that are items of their own: X posts, press releases, any channel the
+registry (``domain.channels``) declares not per contact. When its step fires, what it
+says is rendered once, by the renderer of its template kind, and fixed in the outbox
+(``prepare``); the ``Poster`` then hands one item at a time to its channel's
+``PostTarget``, each written ``sending`` (and logged) before the call, each outcome
+recorded:
 
 - sent: X's post id (a thread's next post replies to it) or the page's address;
 - 429: the item, and every X post after it, waits until X's reset time;
 - 5xx or no answer: retried with backoff (a retry of a post X did get comes back
   "duplicate content", which is logged uncertain, never posted twice);
-- duplicate content: uncertain, for a person (``outreach deliveries``);
-- 401/403: the step fails with a message about the credentials; 400: that item fails.
+- duplicate content: uncertain, for a person to decide (the log says so);
+- 401/403: the step fails with a message about the credentials; 400: that item fails;
+- an unexpected error: retried, or uncertain on a channel that is never sent again
+  blindly (``Channel.resend_after_crash``: X).
 """
 
 from __future__ import annotations
@@ -16,16 +21,17 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, slugify
-from outreach.domain.errors import TemplateError
+from outreach.domain.errors import OutreachError, TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
 from outreach.policy import SendPolicy, backoff
-from outreach.ports import Outbox, Outcome, PostChannel, PostItem, PostResult, Publisher, StepInfo
+from outreach.ports import Outbox, Outcome, PostItem, PostResult, Posts, PostTarget, StepInfo
 from outreach.templating import (
     TemplateFile,
     TemplateLibrary,
@@ -33,8 +39,6 @@ from outreach.templating import (
     render_values,
     variant_language,
 )
-
-POST_CHANNELS = ("x", "press")
 
 
 def _x_posts(library: TemplateLibrary, campaign: CampaignInfo, template_name: str,
@@ -55,21 +59,35 @@ def render_posts(library: TemplateLibrary, campaign: CampaignInfo, template_name
 
 
 def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) -> list[dict[str, Any]]:
-    """The items of an X or press step, rendered for the campaign (no contact); an
-    error before anything is posted if a post is too long or an image is missing."""
+    """The items of a step whose channel is not per contact, rendered for the campaign
+    (no contact) by its template kind's renderer; an error before anything is posted
+    if a post is too long or an image is missing."""
+    kind = channels.channel(step.channel).template_kind
+    if kind not in RENDERERS:
+        raise OutreachError(f"channel {step.channel!r} renders {kind} templates, which make no items")
     about = {"id": step.key, "channel": step.channel, "template": step.template}
-    if step.channel == "x":
-        file, posts = _x_posts(library, campaign, step.template, about)
-        for i, post in enumerate(posts, 1):
-            if post.weighted_length > X_MAX_WEIGHTED:
-                raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
-                                    f"counts it; at most {X_MAX_WEIGHTED}", file=file.rel)  # fmt: skip
-        missing = library.missing_images(posts, file.rel)
-        if missing:
-            raise TemplateError(missing_image_message(missing[0], library.media), file=file.rel,
-                                hint="put the image in media/, or change the template's image: line")  # fmt: skip
-        return [{"text": p.text, "weighted_length": p.weighted_length,
-                 "images": [[i.path, i.alt] for i in p.images]} for p in posts]  # fmt: skip
+    return RENDERERS[kind](library, campaign, step, about)
+
+
+def _x_items(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo,
+             about: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """An X post or thread: one item per post, each within X's length."""
+    file, posts = _x_posts(library, campaign, step.template, about)
+    for i, post in enumerate(posts, 1):
+        if post.weighted_length > X_MAX_WEIGHTED:
+            raise TemplateError(f"post {i} of {len(posts)} is {post.weighted_length} long as X "
+                                f"counts it; at most {X_MAX_WEIGHTED}", file=file.rel)  # fmt: skip
+    missing = library.missing_images(posts, file.rel)
+    if missing:
+        raise TemplateError(missing_image_message(missing[0], library.media), file=file.rel,
+                            hint="put the image in media/, or change the template's image: line")  # fmt: skip
+    return [{"text": p.text, "weighted_length": p.weighted_length,
+             "images": [[i.path, i.alt] for i in p.images]} for p in posts]  # fmt: skip
+
+
+def _press_items(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo,
+                 about: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """A press release: one item, the page with its slug, headline and summary."""
     _kind, variants = library.variants(step.template, "press")
     file = library.pick(variants, campaign.language)
     template = library.compile(file)
@@ -86,6 +104,11 @@ def prepare(library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo) ->
              "summary": summary[:400], "campaign": campaign.id, "html": release.html}]  # fmt: skip
 
 
+# A template kind's items: (library, campaign, step, what the template sees of the step).
+Renderer = Callable[[TemplateLibrary, CampaignInfo, StepInfo, dict[str, Any]], list[dict[str, Any]]]
+RENDERERS: dict[str, Renderer] = {"x": _x_items, "press": _press_items}
+
+
 @dataclass
 class PostStats:
     sent: int = 0
@@ -95,29 +118,30 @@ class PostStats:
 
 
 class Poster:
-    def __init__(self, posts: Any, outbox: Outbox, *, x: PostChannel | None, newsroom: Publisher | None,
+    """Posts the due items of the channels in ``targets`` (channel name -> what
+    publishes its items), one at a time, each outcome recorded in the outbox."""
+
+    def __init__(self, posts: Posts, outbox: Outbox, *, targets: Mapping[str, PostTarget],
                  policy: SendPolicy | None = None, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
-        self.posts = posts  # db.posts.SqlPosts
+        self.posts = posts
         self.outbox = outbox
-        self.x = x
-        self.newsroom = newsroom
+        self.targets = dict(targets)
         self.policy = policy or SendPolicy()
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.blocked_until: dict[str, datetime] = {}  # channel -> X's rate-limit reset
+        self.blocked_until: dict[str, datetime] = {}  # channel -> its rate-limit reset
         self.stats = PostStats()
         self.stopping = threading.Event()
 
     def channels(self) -> list[str]:
         now = self.clock()
-        present = [c for c, target in (("x", self.x), ("press", self.newsroom)) if target is not None]
-        return [c for c in present if self.blocked_until.get(c, now) <= now]
+        return [c for c in self.targets if self.blocked_until.get(c, now) <= now]
 
     def run_due(self) -> int:
         """Post everything due now, one item at a time; returns how many were handled."""
         handled = 0
         while not self.stopping.is_set():
-            channels = self.channels()
-            item = self.posts.claim(channels=channels, now=self.clock()) if channels else None
+            ready = self.channels()
+            item = self.posts.claim(channels=ready, now=self.clock()) if ready else None
             if item is None:
                 break
             outcome = self._post(item)
@@ -136,20 +160,16 @@ class Poster:
 
     # -- one item --------------------------------------------------------------------------
     def _post(self, item: PostItem) -> Outcome:
+        target = self.targets[item.channel]
         detail: dict[str, Any] = {"part": item.part, "of": item.parts, "attempt": item.attempts}
         try:
-            if item.channel == "press":
-                assert self.newsroom is not None
-                result = self.newsroom.publish(item.content, published=self.clock())
-            else:
-                assert self.x is not None
-                detail.update(text=item.content["text"], in_reply_to=item.reply_to)
-                images = [tuple(i) for i in item.content.get("images", [])]
-                result = self.x.post(item.content["text"], reply_to=item.reply_to, images=images)  # type: ignore[arg-type]
-        except OSError as exc:  # the newsroom folder cannot be written
+            detail.update(target.facts(item))
+            result = target.deliver(item, self.clock())
+        except OSError as exc:  # e.g. the newsroom folder cannot be written
             result = PostResult(False, kind="retry", text=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # the outcome is unknown: a person decides, for X
-            result = PostResult(False, kind="unknown" if item.channel == "x" else "retry",
+        except Exception as exc:  # the outcome is unknown: a person decides, where a crash means that
+            again = channels.channel(item.channel).resend_after_crash
+            result = PostResult(False, kind="retry" if again else "unknown",
                                 text=f"unexpected {type(exc).__name__}: {exc}")  # fmt: skip
         detail.update(code=result.code, reply=result.text, duration_ms=result.duration_ms)
         return self._outcome(item, result, detail)
@@ -167,18 +187,20 @@ class Poster:
             until = result.retry_at or self.clock() + timedelta(minutes=15)
             self.blocked_until[item.channel] = until
             self.stats.deferred += 1
-            detail["reason"] = f"X rate limit reached: every X post waits until {until:%Y-%m-%d %H:%M:%S} UTC"
+            service = self.targets[item.channel].service
+            detail["reason"] = (f"{service} rate limit reached: every {service} post waits until "
+                                f"{until:%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
             return outcome("deferred", error=result.text, next_attempt=until)
         if result.kind in ("duplicate", "unknown"):
             self.stats.uncertain += 1
-            why = "probably posted already" if result.kind == "duplicate" else "it may or may not be on X"
-            detail["reason"] = (f"{why} ({result.text}); find it on the account, then "
-                                f"outreach deliveries mark-sent {item.delivery_id} --post-id N, "
-                                f"or outreach deliveries retry {item.delivery_id}")  # fmt: skip
+            service = self.targets[item.channel].service
+            why = "probably posted already" if result.kind == "duplicate" else f"it may or may not be on {service}"
+            detail["reason"] = f"{why} ({result.text}); find it on the account"
+            detail["decide"] = "retry or mark-sent"  # a person decides; the edge names the commands
             return outcome("uncertain", error=result.text)
         if result.kind == "auth":
             self.stats.failed += 1
-            detail["reason"] = "the step stops: X refused the credentials"
+            detail["reason"] = f"the step stops: {self.targets[item.channel].service} refused the credentials"
             self.outbox.set_step_status(item.step_id, "failed", result.text)
             return outcome("failed", error=result.text)
         if result.kind == "retry" and item.attempts < self.policy.max_attempts:

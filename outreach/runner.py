@@ -116,7 +116,8 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
                 promoter = asyncio.create_task(promote())
             failed_here = False
             if poster is not None:
-                report.say(f"posting to {poster.x.name}; publishing to {poster.newsroom.name}")  # type: ignore[union-attr]
+                report.say("posting: " + "; ".join(f"{name} to {target.name}"
+                                                   for name, target in poster.targets.items()))  # fmt: skip
             try:
                 while True:
                     if poster is not None:

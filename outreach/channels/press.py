@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from outreach.ports import PostResult
+from outreach.ports import PostItem, PostResult
 
 INDEX = "releases.json"  # the newsroom's own record of what it has published
 FEED = "feed.atom"
@@ -30,13 +30,22 @@ def _write(path: Path, data: str) -> None:
 
 
 class Newsroom:
-    """``publish`` a rendered release; the pages are served from ``base_url``."""
+    """``publish`` a rendered release; the pages are served from ``base_url``. It is
+    the press channel's ``ports.PostTarget``: an item is one release."""
+
+    service = "the newsroom"
 
     def __init__(self, folder: Path, base_url: str, title: str = "Newsroom") -> None:
         self.folder = folder
         self.base_url = base_url.rstrip("/") + "/"
         self.title = title
         self.name = f"the newsroom {folder}"
+
+    def facts(self, item: PostItem) -> dict[str, Any]:
+        return {}
+
+    def deliver(self, item: PostItem, at: datetime) -> PostResult:
+        return self.publish(item.content, published=at)
 
     def url(self, slug: str) -> str:
         return f"{self.base_url}{slug}.html"

@@ -141,11 +141,12 @@ Compose = Callable[[bool, bool], bytes]  # (eight_bit, utf8) -> the message's by
 
 class SmtpPool:
     """``ports.EmailChannel``: N connections, each used by one message at a time,
-    opened when first needed and opened again when the server closes one."""
+    opened when first needed and opened again when the server closes one. ``local``:
+    the embedded Maildir target, to which no relay's limits apply."""
 
-    def __init__(self, target: SmtpTarget) -> None:
+    def __init__(self, target: SmtpTarget, *, local: bool = False) -> None:
         self.target = target
-        self.local = False  # the embedded Maildir target: no relay limits apply
+        self.local = local
         self.eight_bit = False  # the last server connected to announced 8BITMIME
         self._idle: asyncio.LifoQueue[Pipeline | None] = asyncio.LifoQueue()
         for _ in range(target.pool):

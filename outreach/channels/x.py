@@ -15,15 +15,16 @@ import logging
 import mimetypes
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from outreach.confined import outside, refusal
 from outreach.domain.errors import ConfigError
-from outreach.ports import PostResult
+from outreach.ports import PostItem, PostResult
 
 if TYPE_CHECKING:
     import requests
@@ -101,8 +102,26 @@ class _MaskSecrets(logging.Filter):
 _MASK = _MaskSecrets()
 
 
-class XApi:
-    """``ports.PostChannel`` over the X API v2."""
+class _XTarget(ABC):
+    """``ports.PostTarget`` for X: an item is a post of a thread (its text, images,
+    and the post it replies to)."""
+
+    service = "X"
+    name: str
+
+    @abstractmethod
+    def post(self, text: str, *, reply_to: str | None, images: Sequence[tuple[str, str]] = ()) -> PostResult: ...
+
+    def facts(self, item: PostItem) -> dict[str, Any]:
+        return {"text": item.content["text"], "in_reply_to": item.reply_to}
+
+    def deliver(self, item: PostItem, at: datetime) -> PostResult:
+        images = [(path, alt) for path, alt in item.content.get("images", [])]
+        return self.post(item.content["text"], reply_to=item.reply_to, images=images)
+
+
+class XApi(_XTarget):
+    """Posts through the X API v2."""
 
     def __init__(self, credentials: XCredentials, media_dir: Path, *, timeout: float = 30.0) -> None:
         import tweepy
@@ -229,7 +248,7 @@ def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-class XFile:
+class XFile(_XTarget):
     """The stand-in without credentials: each post is a JSON line in ``path`` with
     its text, the post it replies to and its images, and gets a local id."""
 

@@ -1,7 +1,12 @@
 """The channels a step can use, each declared once: its name (as plans write it), the
 kind of template it renders (``NAME.KIND.j2``), whether it goes to each contact of an
 audience or publishes items of its own, and what a delivery found ``sending`` after a
-crash means. Plans, templates, firing and crash recovery read this registry."""
+crash means. Plans, templates, firing, posting and crash recovery read this registry.
+
+Adding a channel: its module in ``outreach/channels/`` (what sends), one ``register``
+line here, and one line in ``app.SENDERS`` naming its sender (a channel that is not
+per contact; email goes through ``dispatch``). Its items are rendered by the
+renderer of its template kind (``posting.prepare``)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,12 @@ def channel(name: str) -> Channel:
 
 def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
+
+
+def posted() -> tuple[str, ...]:
+    """The channels whose deliveries are items of their own (posts, releases), not one
+    per contact: the ``Poster`` publishes them."""
+    return tuple(c.name for c in _REGISTRY.values() if not c.per_contact)
 
 
 def template_kinds() -> tuple[str, ...]:
