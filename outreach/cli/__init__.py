@@ -18,6 +18,8 @@ from outreach.cli import review as review_cli
 from outreach.cli import schedule as schedule_cli
 from outreach.cli import sending as sending_cli
 from outreach.cli import templates as templates_cli
+from outreach.cli import users as users_cli
+from outreach.cli import web as web_cli
 from outreach.cli import workspace as workspace_cli
 from outreach.cli.common import State, err_console
 from outreach.cli.phrases import hint_for
@@ -93,6 +95,8 @@ review_cli.register(app)
 app.add_typer(deliveries_cli.app, name="deliveries")
 rehearse_cli.register(app)
 schedule_cli.register(app)
+app.add_typer(users_cli.app, name="users")
+web_cli.register(app)
 
 
 def main() -> None:

@@ -116,6 +116,13 @@ class SqlUsers:
             row = conn.execute(select(users).where(users.c.name == name.strip().casefold())).first()
         return _user(row) if row else None
 
+    def require(self, name: str) -> User:
+        """The user of that name, or an error that names the known ones."""
+        found = self.get(name)
+        if found is None:
+            raise self._unknown(name)
+        return found
+
     def all(self) -> list[User]:
         with self.engine.connect() as conn:
             return [_user(r) for r in conn.execute(select(users).order_by(users.c.name))]
@@ -186,6 +193,11 @@ class SqlUsers:
     def close_session(self, token: str) -> None:
         with self._write() as conn, conn.begin():
             conn.execute(delete(web_sessions).where(web_sessions.c.id == _digest(token)))
+
+    def ping(self) -> None:
+        """A read that needs the database up and its schema current (a health check)."""
+        with self.engine.connect() as conn:
+            conn.execute(select(users.c.id).limit(1)).all()
 
     # -- who scheduled a campaign -----------------------------------------------------
     def set_scheduled_by(self, campaign_id: str, by: str) -> None:
