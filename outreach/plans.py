@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from outreach.domain import safe_yaml
+from outreach.domain import channels, safe_yaml
 from outreach.domain.campaign import CampaignInfo, campaign_from_plan
 from outreach.domain.errors import InputFileError, OutreachError
 from outreach.domain.plan import Plan, load_plan
@@ -126,7 +126,7 @@ class PlanEntry:
 
 
 def _template_name(template: str) -> tuple[str, str | None]:
-    if "." in template and template.rsplit(".", 1)[1] in ("email", "x", "press"):
+    if "." in template and template.rsplit(".", 1)[1] in channels.template_kinds():
         name, kind = template.rsplit(".", 1)
         return name, kind
     return template, None

@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import DictLoader
 
 from outreach.confined import WorkspaceLoader, check_inside
+from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo
 from outreach.domain.contact import FIELDS, Contact, normalize_language
 from outreach.domain.errors import ContactValueError, OutreachError, TemplateError
@@ -27,7 +28,7 @@ from outreach.domain.render import (
 )
 from outreach.domain.sandbox import make_environments, text_direction
 
-KINDS = ("email", "x", "press")
+_kinds = channels.template_kinds  # the registry's, read each time (a channel may be added)
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,9 @@ class TemplateLibrary:
         parts = filename.split(".")
         if filename.startswith("_"):
             return None
-        if len(parts) == 3 and parts[1] in KINDS:
+        if len(parts) == 3 and parts[1] in _kinds():
             return TemplateFile(parts[0], parts[1], None, filename)
-        if len(parts) == 4 and parts[2] in KINDS:
+        if len(parts) == 4 and parts[2] in _kinds():
             try:
                 lang = normalize_language(parts[1])
             except ContactValueError:
@@ -102,8 +103,8 @@ class TemplateLibrary:
                 return None
             return TemplateFile(parts[0], parts[2], lang, filename)
         self.problems.append(
-            f"{filename}: not a template name; use NAME.email.j2, NAME.x.j2, NAME.press.j2 "
-            "or NAME.LANG.email.j2"
+            f"{filename}: not a template name; use "
+            + ", ".join(f"NAME.{k}.j2" for k in _kinds()) + " or NAME.LANG.email.j2"
         )
         return None
 
@@ -114,7 +115,7 @@ class TemplateLibrary:
         self, name: str, kind: str | None = None
     ) -> tuple[str, dict[str | None, TemplateFile]]:
         """(kind, {lang: file}) for ``name`` (``NAME`` or ``NAME.KIND``)."""
-        if kind is None and "." in name and name.rsplit(".", 1)[1] in KINDS:
+        if kind is None and "." in name and name.rsplit(".", 1)[1] in _kinds():
             name, kind = name.rsplit(".", 1)
         found = [f for f in self.files() if f.name == name and (kind is None or f.kind == kind)]
         kinds = sorted({f.kind for f in found})
@@ -156,12 +157,9 @@ class TemplateLibrary:
 
     def compile(self, file: TemplateFile) -> Compiled:
         if file.rel not in self._compiled:
-            if file.kind == "email":
-                self._compiled[file.rel] = EmailTemplate(self.text_env, self.html_env, file.rel)
-            elif file.kind == "x":
-                self._compiled[file.rel] = XTemplate(self.text_env, file.rel)
-            else:
-                self._compiled[file.rel] = PressTemplate(self.text_env, self.html_env, file.rel)
+            text, html, rel = self.text_env, self.html_env, file.rel
+            self._compiled[rel] = (XTemplate(text, rel) if file.kind == "x" else EmailTemplate(text, html, rel)
+                                   if file.kind == "email" else PressTemplate(text, html, rel))  # fmt: skip
         return self._compiled[file.rel]
 
 
