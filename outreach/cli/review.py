@@ -138,11 +138,11 @@ class _Lines:
 
 def _csv_lines(events: Iterable[dict[str, Any]]) -> Iterable[str]:
     buffer = _Lines()
-    writer = csv.DictWriter(buffer, fieldnames=review.LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(review.LOG_COLUMNS)
     yield buffer.text
     for e in events:
-        writer.writerow(review.log_record(e))
+        writer.writerow(review.log_record(e).values())  # in the order of LOG_COLUMNS
         yield buffer.text
 
 

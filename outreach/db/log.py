@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, cast, extract, func, literal_column, select
+from sqlalchemy import Integer, Select, and_, cast, extract, func, literal_column, select, union
 
 from outreach.db.models import contacts, deliveries, delivery_events, steps
 from outreach.db.repository import Repository
 
+LOST = ("unsubscribed", "bounced", "complained")  # what a recipient reached may become since
 _LOG_COLUMNS = (
     delivery_events.c.id, delivery_events.c.at, delivery_events.c.event, delivery_events.c.detail,
     delivery_events.c.step_id, delivery_events.c.delivery_id, contacts.c.email, deliveries.c.part,
@@ -167,7 +168,9 @@ class SqlLog(Repository):
                                 search=search, since=since, until=until, before=before, after=after)  # fmt: skip
         order = delivery_events.c.id.desc() if newest_first else delivery_events.c.id
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query.order_by(order).limit(limit))]
+            result = conn.execute(query.order_by(order).limit(limit))
+            keys = tuple(result.keys())
+            return [dict(zip(keys, row, strict=True)) for row in result]
 
     def log_floor(
         self, n: int, *, step_ids: Sequence[int] | None = None, event: str | None = None,
@@ -244,21 +247,31 @@ class SqlLog(Repository):
             return [dict(r._mapping) for r in conn.execute(query)]
 
     def lost_since(self, campaign: str) -> dict[int, dict[str, int]]:
-        """Per step, the recipients it reached (sent, or uncertain) whose contact is no
-        longer active, by what they are now (unsubscribed, bounced, complained): they
-        were active when it was sent (checked at send time), so it happened since."""
-        query = (
-            select(deliveries.c.step_id, contacts.c.status, func.count())
+        """Per step, the recipients it reached (delivery sent, or uncertain) lost since,
+        by what they became: their contact is unsubscribed, bounced or complained now
+        (each was active when it was sent: checked at send time), or their delivery has
+        an ``unsubscribed``, ``bounced`` or ``complained`` event (a recipient's own
+        unsubscribe, a bounce or complaint that came back). One query: the union of both
+        (a delivery counted once per what it became)."""
+        reached = deliveries.c.status.in_(("sent", "uncertain"))
+        by_status = (
+            select(deliveries.c.id, deliveries.c.step_id, contacts.c.status.label("what"))
             .join(steps, steps.c.id == deliveries.c.step_id)
             .join(contacts, contacts.c.id == deliveries.c.contact_id)
-            .where(steps.c.campaign == campaign, deliveries.c.status.in_(("sent", "uncertain")),
-                   contacts.c.status != "active")
-            .group_by(deliveries.c.step_id, contacts.c.status)
+            .where(steps.c.campaign == campaign, reached, contacts.c.status.in_(LOST))
         )  # fmt: skip
+        by_event = (
+            select(deliveries.c.id, deliveries.c.step_id, delivery_events.c.event.label("what"))
+            .join(steps, steps.c.id == delivery_events.c.step_id)
+            .join(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+            .where(steps.c.campaign == campaign, delivery_events.c.event.in_(LOST), reached)
+        )  # fmt: skip
+        lost = union(by_status, by_event).subquery()
+        query = select(lost.c.step_id, lost.c.what, func.count()).group_by(lost.c.step_id, lost.c.what)
         out: dict[int, dict[str, int]] = {}
         with self.engine.connect() as conn:
-            for step_id, status, n in conn.execute(query):
-                out.setdefault(step_id, {})[status] = n
+            for step_id, what, n in conn.execute(query):
+                out.setdefault(step_id, {})[what] = n
         return out
 
     def published(self, campaign: str) -> list[dict[str, Any]]:

@@ -84,9 +84,9 @@ def timeline_svg(report: CampaignReport) -> str:
     for n in sorted({0, top // 2, top}):
         out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(n):.1f}" y2="{y(n):.1f}" stroke="#e0e0e0"/>'
                    f'<text x="{LEFT - 6}" y="{y(n) + 4:.1f}" text-anchor="end">{n:,}</text>')  # fmt: skip
-    for i in range(6):
+    for i, anchor in enumerate(("start", "middle", "middle", "middle", "middle", "end")):
         t = t0 + span * (i / 5)
-        out.append(f'<text x="{x(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{escape(_label(t, span))}</text>')
+        out.append(f'<text x="{x(t):.1f}" y="{H - BOTTOM + 16}" text-anchor="{anchor}">{escape(_label(t, span))}</text>')
     for start, n in report.timeline:
         left, right = x(start), x(start + size)
         width = max(right - left - 1, 1.5)

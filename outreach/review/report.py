@@ -6,11 +6,12 @@ and last send per step; failure reasons; skip reasons; recipients lost since; pu
 posts; sends per span of time), never one per step or per row.
 
 "Unsubscribed / bounced / complained since": among a step's recipients that it reached
-(delivery sent, or uncertain), those whose contact has that status now. Suppression is
-checked at send time, so each was active when the step sent to them: the change came
-after (a bounce reported later by mail, an unsubscribe link, ``contacts unsubscribe``).
-An address refused at RCPT while sending is a failure of the step (``bounce`` in its
-reason), not counted here."""
+(delivery sent, or uncertain), those whose contact has that status now, or whose
+delivery has that event (a recipient's own unsubscribe is logged on their latest
+delivery of the campaign; a bounce or complaint that comes back, on the delivery it
+answers). Suppression is checked at send time, so each was active when the step sent
+to them: the change came after. An address refused at RCPT while sending is a failure
+of the step (``bounce`` in its reason), not counted here."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class StepReport:
     """One step (``firings`` 1: one firing, with its key) or a plan step in one wave
     with all its firings rolled up (a ``local`` step fires once per zone group)."""
 
-    step: str  # the step's key, or the plan step's id for a roll-up
+    step: str  # a firing: the step's key; a roll-up: the plan step's id (an ad hoc send's key)
     wave: str | None  # None: an ad hoc send, outside any wave
     channel: str
     template: str
@@ -41,6 +42,10 @@ class StepReport:
     first_sent: datetime | None
     last_sent: datetime | None
     firings: int = 1
+    # each firing's sends against its own planned instant: the first send's distance
+    # (the earliest of a roll-up's firings) and the last send's (the latest)
+    first_lag: timedelta | None = None
+    last_lag: timedelta | None = None
 
     @property
     def planned(self) -> int:
@@ -54,13 +59,6 @@ class StepReport:
     def pending(self) -> int:
         return self.n("queued") + self.n("sending")
 
-    @property
-    def first_lag(self) -> timedelta | None:
-        return None if self.first_sent is None else self.first_sent - self.planned_at
-
-    @property
-    def last_lag(self) -> timedelta | None:
-        return None if self.last_sent is None else self.last_sent - self.planned_at
 
 
 @dataclass(frozen=True)
@@ -144,11 +142,7 @@ def campaign_report(services: Services, campaign: str) -> CampaignReport:
     counts = log.counts_by_step(campaign)
     bounds = log.sent_bounds(campaign)  # type: ignore[attr-defined]
     lost = log.lost_since(campaign)  # type: ignore[attr-defined]
-    firings = [
-        StepReport(s.key, s.settings.get("wave"), s.channel, s.template, s.status, s.send_at,
-                   counts.get(s.id, {}), lost.get(s.id, {}), *bounds.get(s.id, (None, None)))
-        for s in steps
-    ]  # fmt: skip
+    firings = [_firing(s, counts.get(s.id, {}), lost.get(s.id, {}), bounds.get(s.id)) for s in steps]
     by_id = {s.id: _roll_up_key(s) for s in steps}
     groups: dict[tuple[str, str | None], list[StepReport]] = {}
     for s, f in zip(steps, firings, strict=True):
@@ -164,15 +158,20 @@ def campaign_report(services: Services, campaign: str) -> CampaignReport:
         steps=rows, firings=firings,
         failures=_reasons(log.reason_counts(campaign, "failed"), by_id),  # type: ignore[attr-defined]
         skips=_reasons(log.reason_counts(campaign, "skipped"), by_id),  # type: ignore[attr-defined]
-        published=[_published(p, by_id, steps) for p in log.published(campaign)],  # type: ignore[attr-defined]
+        published=[_published(p, by_id, {s.id: s.channel for s in steps}) for p in log.published(campaign)],  # type: ignore[attr-defined]
         timeline=log.sent_per_bucket(campaign, bucket) if bounds else [],  # type: ignore[attr-defined]
         bucket_seconds=bucket,
     )  # fmt: skip
 
 
+def _firing(s: StepInfo, counts: dict[str, int], lost: dict[str, int],
+            bounds: tuple[datetime, datetime] | None) -> StepReport:  # fmt: skip
+    first, last = bounds or (None, None)
+    return StepReport(s.key, s.settings.get("wave"), s.channel, s.template, s.status, s.send_at, counts,
+                      lost, first, last, 1, first and first - s.send_at, last and last - s.send_at)  # fmt: skip
+
+
 def _roll_up(key: tuple[str, str | None], members: list[StepReport]) -> StepReport:
-    if len(members) == 1:
-        return members[0]
     counts: dict[str, int] = {}
     lost: dict[str, int] = {}
     for m in members:
@@ -183,9 +182,12 @@ def _roll_up(key: tuple[str, str | None], members: list[StepReport]) -> StepRepo
     firsts = [m.first_sent for m in members if m.first_sent is not None]
     lasts = [m.last_sent for m in members if m.last_sent is not None]
     statuses = sorted({m.status for m in members})
+    first_lags = [m.first_lag for m in members if m.first_lag is not None]
+    last_lags = [m.last_lag for m in members if m.last_lag is not None]
     return StepReport(key[0], key[1], members[0].channel, members[0].template, ", ".join(statuses),
                       min(m.planned_at for m in members), counts, lost,
-                      min(firsts) if firsts else None, max(lasts) if lasts else None, len(members))  # fmt: skip
+                      min(firsts) if firsts else None, max(lasts) if lasts else None, len(members),
+                      min(first_lags) if first_lags else None, max(last_lags) if last_lags else None)  # fmt: skip
 
 
 def _reasons(rows: list[dict], by_id: dict[int, tuple[str, str | None]]) -> list[ReasonCount]:
@@ -201,9 +203,9 @@ def _reasons(rows: list[dict], by_id: dict[int, tuple[str, str | None]]) -> list
     return sorted(out, key=lambda r: (-r.count, r.step, r.reason, r.reply))
 
 
-def _published(row: dict, by_id: dict[int, tuple[str, str | None]], steps: list[StepInfo]) -> Published:
+def _published(row: dict, by_id: dict[int, tuple[str, str | None]], channels: dict[int, str]) -> Published:
     step, wave = by_id[row["step_id"]]
-    channel = next(s.channel for s in steps if s.id == row["step_id"])
+    channel = channels[row["step_id"]]
     detail = row["detail"] or {}
     return Published(step, wave, channel, row["part"] or 0, row["at"], detail.get("post_id"),
                      detail.get("url"))  # fmt: skip
