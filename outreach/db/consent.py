@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     String,
+    case,
     insert,
     literal,
     select,
@@ -36,6 +37,9 @@ from outreach.db.patience import Patience, patient
 
 # A recipient's unsubscribe changes these; an unsubscribed or complained contact stays so.
 UNSUBSCRIBABLE = ("active", "bounced")
+# The unsubscribe is logged on the latest of these (the message whose link was used),
+# else on the latest delivery of the campaign at all.
+REACHED = ("sent", "uncertain")
 
 
 def record_changes(
@@ -97,7 +101,8 @@ class SqlConsent:
 
     def unsubscribe(self, contact_id: int, campaign: str, via: str) -> Unsubscribed | None:
         """The contact (active, or bounced) becomes unsubscribed: a consent record and
-        an ``unsubscribed`` event on their latest delivery of ``campaign``. Again, or
+        an ``unsubscribed`` event on their latest delivery of ``campaign`` that reached
+        them (else the latest). Again, or
         for a contact who is unsubscribed or complained already, nothing changes. None
         when no contact has that id."""
         now = self.clock()
@@ -118,7 +123,8 @@ class SqlConsent:
                 select(deliveries.c.id, deliveries.c.step_id)
                 .join(steps, steps.c.id == deliveries.c.step_id)
                 .where(deliveries.c.contact_id == contact_id, steps.c.campaign == campaign)
-                .order_by(deliveries.c.id.desc()).limit(1)
+                .order_by(case((deliveries.c.status.in_(REACHED), 0), else_=1), deliveries.c.id.desc())
+                .limit(1)
             ).first()  # fmt: skip
             if latest is not None:
                 conn.execute(insert(delivery_events).values(

@@ -64,7 +64,7 @@ def _recipient(web: Web, campaign: str, contact_id: int) -> dict[str, Any] | Non
     if contact is None:
         return None
     stored = web.services.outbox.campaign(campaign)
-    return {"address": masked(contact.email), "status": contact.status,
+    return {"address": masked(contact.email), "state": contact.status,
             "campaign": stored["name"] if stored else campaign}  # fmt: skip
 
 
