@@ -7,6 +7,7 @@ The helpers here (``Site``, ``Browser``, ``make_workspace``) serve the other
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import threading
@@ -18,13 +19,18 @@ import httpx
 import pytest
 import uvicorn
 
+from outreach import control
 from outreach.app import Services, build
 from outreach.channels.maildir import free_port
+from outreach.channels.smtp import SmtpPool, parse_smtp_url
 from outreach.config import load_settings
 from outreach.db.users import SqlUsers
 from outreach.imports import import_files
+from outreach.policy import SendPolicy
+from outreach.scheduling import fire
 from outreach.web import create_app
 from tests.conftest import ROOT, Cli
+from tests.smtp_server import Recorder, SmtpServer
 
 PLAN = "schedules/cop-guidelines-2014.yaml"
 PASSWORD = "correct horse battery"
@@ -36,6 +42,8 @@ ana.tuilagi@example.com,Ana {SCRIPT} Tuilagi,Blue Telecom,industry,mobile operat
 ben.okafor@example.com,Ben Okafor,Lagos Links,industry,isp,NG,en,Africa/Lagos,cop-2014
 mia.kamau@example.net,Mia Kamau,Kenya Post,media,,KE,en,Africa/Nairobi,
 pat.lee@example.org,Pat Lee,UNICEF,partner,,US,en,America/New_York,partner
+sione.fifita@example.to,Sione Fifita,Tonga Comms,government,,TO,en,Pacific/Tongatapu,
+losa.tupou@example.to,Losa Tupou,Tonga Telecom,industry,mobile operator,TO,en,Pacific/Tongatapu,
 """
 
 
@@ -112,6 +120,50 @@ class Browser(httpx.Client):
 
 def add_user(services: Services, name: str, role: str) -> None:
     SqlUsers(services.engine).add(name, role, PASSWORD)
+
+
+FAST = SendPolicy(backoff_base=0.01, backoff_cap=0.05, max_attempts=3, error_budget=1000, per_second=10_000)
+
+
+def fire_step(services: Services, plan_step: str, campaign: str = "cop-2014") -> list[str]:
+    """Every firing of a plan step, each at its planned instant; their keys."""
+    keys = []
+    for step in services.outbox.steps(campaign):
+        if step.settings.get("plan_step") == plan_step and step.status in ("scheduled", "held"):
+            fire(services, campaign, step.key, step.send_at)
+            keys.append(step.key)
+    return keys
+
+
+def send_all(services: Services, smtp_url: str) -> None:
+    """Send what is due to a real SMTP server, until nothing is left to send."""
+
+    async def main() -> None:
+        channel = SmtpPool(parse_smtp_url(smtp_url))
+        dispatcher = services.dispatcher(channel)
+        dispatcher.policy = FAST
+        try:
+            for _ in range(200):
+                await dispatcher.run(until_idle=True)
+                counts = services.outbox.counts()
+                if not counts.get("queued") and not counts.get("deferred"):
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            await channel.close()
+
+    asyncio.run(main())
+
+
+def launch(services: Services, cli: Cli, recorder: Recorder, *, by: str = "olga") -> None:
+    """The sample plan scheduled (by ``by``) and approved, and its embargoed media
+    email and industry email fired and sent to a real SMTP server."""
+    cli("schedule", PLAN, "--by", by)
+    control.approve_campaign(services, "cop-2014", "approver")
+    with SmtpServer(recorder) as server:
+        fire_step(services, "embargoed-media")
+        fire_step(services, "industry-email")
+        send_all(services, server.url)
 
 
 @pytest.fixture
