@@ -306,12 +306,14 @@ def test_the_log_filtered_by_event_then_by_recipient_and_exported(context: Brows
     assert any("User unknown" in r["Detail"] for r in rows)
     assert page.locator("form.filters select[name=event]").input_value() == "failed"  # the form remembers
 
-    show(page, event="sent", q="ATLAS-mobile")  # part of an address, any case
+    # the industry email's (a plan step's id: each of its firings) sent to part of an address, any case
+    show(page, event="sent", q="ATLAS-mobile", step="industry-email")
     rows = table_rows(page)
-    expected = served.events(event="sent", search="atlas-mobile")
+    expected = served.events(event="sent", search="atlas-mobile", plan_step="industry-email")
     assert len(expected) == len(MEMBERS) // 2 - 1  # all but the one the relay kept busy
     assert [int(r["Id"]) for r in rows] == sorted((e["id"] for e in expected), reverse=True)
     assert all(r["Event"] == "sent" and "@atlas-mobile.example.com" in r["Recipient"] for r in rows)
+    assert {r["Step"].split("@")[0] for r in rows} == {"industry-email"}
 
     with page.expect_download() as info:
         page.get_by_role("link", name="Download this view as CSV").click()
