@@ -106,8 +106,9 @@ def create_app(services: Services) -> Starlette:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     titles = {404: "Not found", 405: "Not allowed", 400: "Bad request"}
+    said = exc.detail if exc.status_code == 400 else None  # ours: it names what was not understood
     return web_of(request).page(request, "error.html", exc.status_code,
-                                title=titles.get(exc.status_code, "Error"), message=None)  # fmt: skip
+                                title=titles.get(exc.status_code, "Error"), message=said)  # fmt: skip
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

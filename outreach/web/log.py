@@ -9,12 +9,12 @@ import io
 from collections.abc import Iterator
 from urllib.parse import urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from outreach import review
-from outreach.domain.errors import OutreachError
 from outreach.web.app import web_of
 from outreach.web.auth import staff
 
@@ -40,7 +40,7 @@ def before_of(request: Request) -> int | None:
     if not text:
         return None
     if not text.isdigit():
-        raise OutreachError(f"before={text!r} is not an event id", code="bad_cursor")
+        raise HTTPException(400, f"before={text!r} is not an event id")
     return int(text)
 
 
