@@ -9,6 +9,7 @@ they got it. The log's keyset walk is checked on 30,000 events written in one go
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -344,6 +345,26 @@ def test_the_report_in_every_format(sent: Sent, tmp_path: Path) -> None:
     assert not re.search(r"@import|url\(", page)  # nothing fetched by the CSS either
     for fmt in ("table", "markdown", "csv", "json", "html"):
         assert review.render_report(report, fmt)
+
+
+def test_hostile_values_are_escaped_in_every_format(sent: Sent) -> None:
+    """What servers and stored facts say is shown as text: an address with markup in a
+    reply, a link that is not http(s), a Markdown table breaker, a terminal escape."""
+    report = review.campaign_report(sent.services, "soon")
+    evil = '<script>alert(1)</script>@example.org | [x](javascript:alert(2)) \x1b[31m'
+    hostile = dataclasses.replace(
+        report,
+        failures=[dataclasses.replace(report.failures[0], reply=f"5.1.1 <{evil}>: unknown")],
+        published=[dataclasses.replace(report.published[0], url="javascript:alert(3)", post_id=evil)],
+    )
+    page = review.render_report(hostile, "html")
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;@example.org" in page
+    assert 'href="javascript' not in page and "javascript:alert(3)" in page
+    md = review.render_report(hostile, "markdown")
+    assert "<script>" not in md and "\\|" in md and "\\[x\\]" in md and "\x1b" not in md
+    text = review.render_report(hostile, "table")
+    assert "\x1b" not in text and "\\x1b[31m" in text
+    assert json.loads(review.render_report(hostile, "json"))["failures"][0]["reply"].startswith("5.1.1 <<script>")
 
 
 def test_an_unknown_campaign_lists_the_known_ones(sent: Sent) -> None:

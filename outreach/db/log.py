@@ -10,6 +10,7 @@ from sqlalchemy import Integer, Select, and_, cast, extract, func, literal_colum
 
 from outreach.db.models import contacts, deliveries, delivery_events, steps
 from outreach.db.repository import Repository
+from outreach.domain.contact import email_key
 
 LOST = ("unsubscribed", "bounced", "complained")  # what a recipient reached may become since
 _LOG_COLUMNS = (
@@ -197,10 +198,12 @@ class SqlLog(Repository):
             conditions.append(delivery_events.c.step_id.in_(list(step_ids)))
         if event:
             conditions.append(delivery_events.c.event == event)
-        if email:
-            conditions.append(func.lower(contacts.c.email) == email.casefold())
-        if search:
-            conditions.append(contacts.c.email.icontains(search, autoescape=True))
+        if email or search:  # the contact's deliveries, found by its unique key first
+            who = [contacts.c.email_key == email_key(email)] if email else []
+            if search:
+                who.append(contacts.c.email_key.contains(email_key(search), autoescape=True))
+            conditions.append(delivery_events.c.delivery_id.in_(
+                select(deliveries.c.id).join(contacts, contacts.c.id == deliveries.c.contact_id).where(*who)))  # fmt: skip
         if since is not None:
             conditions.append(delivery_events.c.at >= since)
         if until is not None:

@@ -79,7 +79,7 @@ def log_page(
     steps = _Steps(services, flt)
     if steps.ids is not None and not steps.ids:
         return [], None
-    rows = services.outbox.log_events(step_ids=steps.ids, before=before, limit=limit + 1,  # type: ignore[attr-defined]
+    rows = services.outbox.log_events(step_ids=steps.ids, before=before, limit=limit + 1,
                                       newest_first=True, **_query(flt))  # fmt: skip
     more = len(rows) > limit
     page = [steps.event(r) for r in rows[:limit]]
@@ -97,12 +97,12 @@ def iter_log(
         return
     after: int | None = None
     if latest:
-        floor = services.outbox.log_floor(latest, step_ids=steps.ids, **_query(flt))  # type: ignore[attr-defined]
+        floor = services.outbox.log_floor(latest, step_ids=steps.ids, **_query(flt))
         if floor is None:
             return
         after = floor - 1
     while True:
-        rows = services.outbox.log_events(step_ids=steps.ids, after=after, limit=chunk,  # type: ignore[attr-defined]
+        rows = services.outbox.log_events(step_ids=steps.ids, after=after, limit=chunk,
                                           newest_first=False, **_query(flt))  # fmt: skip
         for row in rows:
             yield steps.event(row)

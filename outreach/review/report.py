@@ -140,8 +140,8 @@ def campaign_report(services: Services, campaign: str) -> CampaignReport:
     log = services.outbox
     steps = log.steps(campaign)
     counts = log.counts_by_step(campaign)
-    bounds = log.sent_bounds(campaign)  # type: ignore[attr-defined]
-    lost = log.lost_since(campaign)  # type: ignore[attr-defined]
+    bounds = log.sent_bounds(campaign)
+    lost = log.lost_since(campaign)
     firings = [_firing(s, counts.get(s.id, {}), lost.get(s.id, {}), bounds.get(s.id)) for s in steps]
     by_id = {s.id: _roll_up_key(s) for s in steps}
     groups: dict[tuple[str, str | None], list[StepReport]] = {}
@@ -156,10 +156,10 @@ def campaign_report(services: Services, campaign: str) -> CampaignReport:
         approved_by=stored["approved_by"], approved_at=stored["approved_at"],
         generated_at=services.clock(), newsroom=services.settings.newsroom[1],
         steps=rows, firings=firings,
-        failures=_reasons(log.reason_counts(campaign, "failed"), by_id),  # type: ignore[attr-defined]
-        skips=_reasons(log.reason_counts(campaign, "skipped"), by_id),  # type: ignore[attr-defined]
-        published=[_published(p, by_id, {s.id: s.channel for s in steps}) for p in log.published(campaign)],  # type: ignore[attr-defined]
-        timeline=log.sent_per_bucket(campaign, bucket) if bounds else [],  # type: ignore[attr-defined]
+        failures=_reasons(log.reason_counts(campaign, "failed"), by_id),
+        skips=_reasons(log.reason_counts(campaign, "skipped"), by_id),
+        published=[_published(p, by_id, {s.id: s.channel for s in steps}) for p in log.published(campaign)],
+        timeline=log.sent_per_bucket(campaign, bucket) if bounds else [],
         bucket_seconds=bucket,
     )  # fmt: skip
 
