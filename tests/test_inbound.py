@@ -330,6 +330,17 @@ def test_imaps_with_tls_reads_the_same(imap: DovecotServer) -> None:
         assert message.source == f"{imap.tls_url} uid 1"
 
 
+def test_a_message_a_person_has_read_is_left_unless_all_are_asked_for(imap: DovecotServer) -> None:
+    from imap_tools import MailBoxUnencrypted
+
+    with MailBoxUnencrypted(imap.host, imap.port).login(imap.user, imap.password) as person:
+        person.append((CORPUS / "yahoo.eml").read_bytes(), "INBOX", flag_set=[r"\Seen"])
+    with ImapMailbox(imap.url, imap.password) as box:
+        assert list(box.messages()) == []
+        [message] = list(box.messages(unseen=False))
+        assert interpret(message.raw).addresses == ("l.moana@example.net",)
+
+
 def test_imap_errors_never_show_the_password(imap: DovecotServer) -> None:
     wrong = "S3cret-p@ss/word#1"
     box = ImapMailbox(imap.url, wrong)

@@ -127,12 +127,15 @@ class ImapMailbox:
 
     # -- reading ------------------------------------------------------------------
 
-    def messages(self, limit: int | None = None) -> Iterator[InboundMessage]:
-        """The folder's unseen messages, oldest first, fetched ``batch`` at a time
-        without marking them seen."""
+    def messages(
+        self, limit: int | None = None, *, unseen: bool = True
+    ) -> Iterator[InboundMessage]:
+        """The folder's unseen messages (``unseen=False``: all of them, for a folder
+        that a person also reads), oldest first, fetched ``batch`` at a time without
+        marking them seen."""
         box = self._connected()
         try:
-            uids = box.uids("UNSEEN")
+            uids = box.uids("UNSEEN" if unseen else "ALL")
         except (OSError, imaplib.IMAP4.error, ImapToolsError) as exc:
             raise self._error("imap_command", "cannot search the folder", exc) from None
         uids = sorted(uids, key=int)[:limit]
