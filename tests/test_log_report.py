@@ -282,7 +282,16 @@ def _name(step: str) -> str:
 
 
 def test_the_report_counts_what_happened(sent: Sent) -> None:
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    event.listen(sent.services.engine, "before_cursor_execute", count)
     report = review.campaign_report(sent.services, "soon")
+    event.remove(sent.services.engine, "before_cursor_execute", count)
+    assert len(statements) == 9, statements  # set-based: the same for 5 steps or 500
     got = {_name(r.step): {"planned": r.planned, "sent": r.n("sent"), "failed": r.n("failed"),
                            "skipped": r.n("skipped"), "unsubscribed": r.lost.get("unsubscribed", 0)}
            for r in report.steps}  # fmt: skip
@@ -404,5 +413,12 @@ def test_iter_log_streams_every_event_in_order_a_chunk_at_a_time(tmp_path: Path,
         assert [e["detail"]["n"] for e in review.iter_log(services, sent_only, chunk=777)] == expected
         latest = [e["detail"]["n"] for e in review.iter_log(services, sent_only, latest=5)]
         assert latest == expected[-5:]
+        # a campaign of ad hoc sends only has a report too; its sends counted per span of time
+        report = review.campaign_report(services, "big")
+        assert report.status.startswith("ad hoc") and [r.step for r in report.steps] == ["bulk"]
+        sends = [i for i in range(30_000) if i % 10 != 9 and i % 3]
+        assert sum(n for _t, n in report.timeline) == len(sends)
+        assert report.timeline[0][0] <= at and report.timeline[-1][0] >= at + timedelta(seconds=29 - report.bucket_seconds)
+        assert report.steps[0].first_sent == at + timedelta(milliseconds=1)
     finally:
         services.close()

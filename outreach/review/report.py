@@ -135,10 +135,13 @@ def bucket_for(first: datetime, last: datetime, bars: int = 72) -> int:
 
 
 def campaign_report(services: Services, campaign: str) -> CampaignReport:
-    """The report of a scheduled campaign (an unknown id is an error listing the known)."""
-    stored = require_campaign(services, campaign)
+    """The report of a campaign: a scheduled one, or an id ad hoc sends were logged
+    under (an unknown id is an error listing the known)."""
     log = services.outbox
     steps = log.steps(campaign)
+    stored = log.campaign(campaign) if steps else require_campaign(services, campaign)
+    stored = stored or {"name": campaign, "status": "ad hoc sends only (never scheduled)",
+                        "approved_by": None, "approved_at": None}  # fmt: skip
     counts = log.counts_by_step(campaign)
     bounds = log.sent_bounds(campaign)
     lost = log.lost_since(campaign)
