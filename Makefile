@@ -33,6 +33,8 @@ bench: bytecode
 	$(BIN)/python bench/import_contacts.py
 	$(BIN)/python bench/send.py
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/log_export.py
+	$(BIN)/python bench/bounces.py
 
 clean:
 	rm -rf $(VENV) .outreach .pytest_cache .hypothesis
