@@ -8,11 +8,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from outreach.channels.maildir import MaildirServer
 from outreach.channels.press import Newsroom
+from outreach.channels.report import ReportMail, ReportMailer
 from outreach.channels.smtp import SmtpPool, parse_smtp_url
 from outreach.config import Settings
 from outreach.db.contacts import SqlContactStore
@@ -30,6 +32,9 @@ from outreach.policy import SendPolicy
 from outreach.ports import Clock, ContactStore, EmailChannel, Outbox, Posts, PostTarget, StepInfo
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
+
+if TYPE_CHECKING:  # review reads the services: imported where it is used
+    from outreach.review import CampaignReport
 
 
 @dataclass
@@ -63,6 +68,29 @@ class Services:
     def newsroom(self) -> Newsroom:
         folder, url = self.settings.newsroom
         return Newsroom(folder, url)
+
+    def report_mailer(self, *, local: bool = False) -> PostTarget:
+        """The report channel's sender: a campaign's report, made when it is sent, mailed
+        to staff through the relay of OUTREACH_SMTP_URL, or else (and with ``local``)
+        to the local Maildir target, as email goes."""
+        maildir = self.settings.state_dir / "outbox" if local else None
+        if self.settings.smtp_url and maildir is None:
+            where = parse_smtp_url(self.settings.smtp_url).safe_url
+        else:
+            where = f"the local Maildir {self.settings.state_dir / 'outbox'}"
+        return ReportMailer(self.report_mail, lambda: self.email_channel(maildir), name=f"staff, through {where}")
+
+    def report_mail(self, campaign_id: str, at: datetime) -> ReportMail:
+        """The report of ``campaign_id`` as it is now, as an email to staff: subject, a
+        short text version (per step counts) and the HTML report."""
+        from outreach.review import campaign_report, render_report
+
+        report = campaign_report(self, campaign_id)
+        campaign = self.campaign(campaign_id)
+        day = at.astimezone(campaign.launch.tzinfo)
+        return ReportMail(subject=f"Report: {report.name} — {day:%Y-%m-%d}", text=report_text(report),
+                          html=render_report(report, "html"), sender=self.settings.sender or campaign.sender,
+                          reply_to=self.settings.reply_to or campaign.reply_to, campaign_name=report.name)  # fmt: skip
 
     def post_targets(self, *, local: bool = False) -> dict[str, PostTarget]:
         """What publishes the items of each registered channel that is not per contact
@@ -169,7 +197,23 @@ class Services:
 SENDERS: dict[str, Callable[[Services, bool], PostTarget]] = {
     "x": lambda services, local: services.x_channel(local=local),
     "press": lambda services, _local: services.newsroom(),
+    "report": lambda services, local: services.report_mailer(local=local),
 }
+
+
+def report_text(report: CampaignReport) -> str:
+    """A report's text/plain alternative: its heading and each step's counts."""
+    from outreach.review.render import heading
+
+    lines = [*heading(report), ""]
+    for row in report.steps:
+        counts = ", ".join(f"{k} {row.n(k):,}" for k in ("sent", "failed", "deferred", "skipped", "uncertain"))
+        wave = f" ({row.wave})" if row.wave else ""
+        lines.append(f"{row.step}{wave}, {row.channel}: planned {row.planned:,}, {counts}, pending {row.pending:,}")
+    t = report.totals
+    lines += ["", "Total: " + ", ".join(f"{k} {t.get(k, 0):,}" for k in ("planned", "sent", "failed", "skipped")),
+              "", "The HTML part of this message is the whole report, with its charts."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def build(settings: Settings, clock: Clock = utcnow) -> Services:

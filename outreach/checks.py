@@ -48,12 +48,14 @@ def check_plan(services: Services, plan: Plan, *, sample: int | None = None) -> 
         errors.append(
             f"{breach} (make it later, or add 'not_before: embargo' to hold those groups until then)"
         )
-    if any(s.channel == "email" for s in plan.steps):
+    if any(s.channel in ("email", channels.REPORT.name) for s in plan.steps):  # a report is mailed too
         problem = sender_problem(services.settings.sender or plan.campaign.sender)
         if problem:
             errors.append(f"campaign.from: {problem}")
     links = services.links
     for step in plan.steps:
+        if step.channel == channels.REPORT.name:
+            continue  # no template, no audience: its addresses were checked with the plan's fields
         kind = channels.channel(step.channel).template_kind
         try:
             services.templates.variants(step.template, kind)

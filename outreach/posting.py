@@ -104,9 +104,19 @@ def _press_items(library: TemplateLibrary, campaign: CampaignInfo, step: StepInf
              "summary": summary[:400], "campaign": campaign.id, "html": release.html}]  # fmt: skip
 
 
+def _report_items(_library: TemplateLibrary, campaign: CampaignInfo, step: StepInfo,
+                  _about: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """A campaign report for staff: one item, who gets it; the report itself is made
+    when it is sent (``channels.report``), so it tells what happened until then."""
+    recipients = list(step.settings.get("to") or [])
+    if not recipients:
+        raise OutreachError("the report step names no staff address to mail it to (to:)")
+    return [{"campaign": campaign.id, "to": recipients, "step": step.key, "wave": step.settings.get("wave")}]
+
+
 # A template kind's items: (library, campaign, step, what the template sees of the step).
 Renderer = Callable[[TemplateLibrary, CampaignInfo, StepInfo, dict[str, Any]], list[dict[str, Any]]]
-RENDERERS: dict[str, Renderer] = {"x": _x_items, "press": _press_items}
+RENDERERS: dict[str, Renderer] = {"x": _x_items, "press": _press_items, "report": _report_items}
 
 
 @dataclass

@@ -57,3 +57,6 @@ X = register(Channel("x", "x", per_contact=False, resend_after_crash=False,
 PRESS = register(Channel("press", "press", per_contact=False, resend_after_crash=True,
                          after_crash="publishing it again (the same page and feed entry)",
                          units="release"))  # fmt: skip
+REPORT = register(Channel("report", "report", per_contact=False, resend_after_crash=True,
+                          after_crash="mailing it again: staff may get the report twice",
+                          units="report email"))  # fmt: skip

@@ -9,6 +9,10 @@
         at: T+0 09:00 local        # 09:00 on launch day in each recipient's zone
         public: true               # may not be seen before the embargo
         not_before: embargo        # groups that would be earlier wait for it
+      - id: morning-report
+        channel: report            # the campaign's report, mailed to staff (no template)
+        to: [director@example.org]
+        at: T+1d 08:00             # the morning after, in each wave
 
 ``at`` is ``T``, a signed number with ``d`` (calendar days in the wave's zone), ``h``
 or ``m``, then optionally a wall-clock time ``HH:MM`` (in the wave's zone, or with
@@ -24,7 +28,8 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from outreach.domain import audience as seg
 from outreach.domain import channels
@@ -122,7 +127,8 @@ class RateModel(_Model):
 class StepModel(_Model):
     id: str = Field(pattern=_ID)
     channel: str
-    template: str = Field(min_length=1)
+    template: str = Field("", validate_default=True)  # none for a report step
+    to: list[str] = Field(default_factory=list, validate_default=True)  # a report step's staff addresses
     audience: str = ""
     at: str
     public: bool = False
@@ -141,10 +147,39 @@ class StepModel(_Model):
             raise ValueError(f"unknown channel {value!r}; use one of: {', '.join(channels.names())}")
         return value
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        report = info.data.get("channel") == channels.REPORT.name
+        if report and value:
+            raise ValueError("a report step has no template: the campaign's report is what it mails")
+        if not report and not value and "channel" in info.data:
+            raise ValueError("is required")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("channel") != channels.REPORT.name:
+            if value:
+                raise ValueError("only a report step has 'to' (the others go to an audience)")
+            return value
+        if not value:
+            raise ValueError("a report step needs the staff addresses it is mailed to, e.g. to: [board@example.org]")
+        return list(dict.fromkeys(_staff_address(a) for a in value))
+
+    @field_validator("audience")
+    @classmethod
+    def _no_audience(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("channel") == channels.REPORT.name:
+            raise ValueError("a report step is mailed to its 'to' addresses; it takes no audience")
+        return value
+
     @field_validator("at")
     @classmethod
-    def _at(cls, value: str) -> str:
-        parse_at(value)
+    def _at(cls, value: str, info: ValidationInfo) -> str:
+        if parse_at(value).local and info.data.get("channel") == channels.REPORT.name:
+            raise ValueError("a report step goes to staff: give its time in the wave's zone, without 'local'")
         return value
 
     @field_validator("misfire")
@@ -152,6 +187,14 @@ class StepModel(_Model):
     def _misfire(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+
+def _staff_address(value: str) -> str:
+    """A report recipient's address as email-validator normalises it (no DNS look-up)."""
+    try:
+        return validate_email(str(value).strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not an email address: {exc}") from None
 
 
 class WaveModel(_Model):
@@ -214,6 +257,7 @@ class Step:
     misfire: timedelta
     not_before_embargo: bool
     rate: Mapping[str, float]
+    to: tuple[str, ...] = ()  # a report step's staff addresses
 
 
 @dataclass(frozen=True)
@@ -319,7 +363,7 @@ def _build(model: PlanModel, source: str, line_of: LineOf | None) -> Plan:
                 id=s.id, channel=s.channel, template=s.template, audience=s.audience,
                 at=parse_at(s.at), public=s.public, waves=tuple(s.waves) if s.waves is not None else None,
                 requires=tuple(s.requires), misfire=parse_duration(s.misfire),
-                not_before_embargo=s.not_before == "embargo", rate=rate,
+                not_before_embargo=s.not_before == "embargo", rate=rate, to=tuple(s.to),
             )
         )  # fmt: skip
     cycle = _cycle({s.id: s.requires for s in steps})
