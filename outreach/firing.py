@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from outreach.domain import audience as seg
-from outreach.domain import channels, safe_yaml
+from outreach.domain import channels
 from outreach.domain.errors import OutreachError
-from outreach.domain.plan import Wave, load_plan, parse_at
+from outreach.domain.plan import Wave, parse_at
 from outreach.domain.timeline import zone_term, zones_at
 from outreach.guards import approval_problem, embargo_of
 from outreach.ports import StepInfo
@@ -47,8 +47,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
         from outreach.posting import prepare
 
         try:  # what it says is fixed now: a retry later posts exactly this
-            items = prepare(services.library_for(step), services.campaign(campaign_id),
-                            _with_recipients(services, step))  # fmt: skip
+            items = prepare(services.library_for(step), services.campaign(campaign_id), step)
         except OutreachError as exc:
             outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
             return "failed"
@@ -80,20 +79,6 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
                 and s.settings.get("wave") == settings.get("wave")]  # fmt: skip
     count = outbox.materialize(due, exclude_steps=siblings)
     return _go(services, step, f"fired: {count} deliveries" + _held_note(due, step))
-
-def _with_recipients(services: Services, step: StepInfo) -> StepInfo:
-    """A report step with the staff addresses (``to``) of its plan step as approved:
-    the plan in the campaign's snapshot (the stored step keeps no more than its
-    channel, audience and timing)."""
-    if step.channel != channels.REPORT.name or "to" in step.settings:
-        return step
-    snapshot = (services.outbox.campaign(step.campaign) or {}).get("snapshot") or {}
-    if not snapshot.get("plan"):
-        raise OutreachError("the campaign is stored without its plan (scheduled before plans were kept): "
-                             "its report step has no addresses")
-    plan = load_plan(safe_yaml.safe_load(snapshot["plan"]), source=snapshot.get("plan_file") or "the plan")
-    to = next((s.to for s in plan.steps if s.id == step.settings.get("plan_step")), ())
-    return replace(step, settings={**step.settings, "to": list(to)})
 
 def _held_note(due: StepInfo, step: StepInfo) -> str:
     if due.send_at == step.send_at:

@@ -100,6 +100,8 @@ def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
         "plan_step": step.id, "wave": firing.wave.id, "requires": list(step.requires),
         "misfire_s": int(step.misfire.total_seconds()), **dict(step.rate),
     }  # fmt: skip
+    if step.to:  # a report's staff addresses, as approved
+        settings["to"] = list(step.to)
     if step.public or step.not_before_embargo:  # checked again when it fires
         settings.update(public=step.public, not_before=step.not_before_embargo,
                         embargo=plan.embargo.astimezone(UTC).isoformat())  # fmt: skip

@@ -136,7 +136,7 @@ def test_an_unknown_outcome_on_a_channel_never_sent_again_blindly_waits_for_a_pe
 
 def test_every_channel_that_is_not_per_contact_has_a_sender_and_a_renderer() -> None:
     posted = channels.posted()
-    assert set(posted) == {"x", "press"}
+    assert set(posted) == {"x", "press", "report"}
     assert set(posted) <= set(wiring.SENDERS)
     assert {channels.channel(n).template_kind for n in posted} <= set(RENDERERS)
 

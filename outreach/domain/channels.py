@@ -21,6 +21,7 @@ class Channel:
     resend_after_crash: bool  # send again (labelled uncertain) or leave it to a person
     after_crash: str  # what the log says a crashed delivery becomes
     units: str  # what its deliveries are called in messages
+    templated: bool = True  # renders NAME.KIND.j2 (a report is made from the log instead)
 
 
 _REGISTRY: dict[str, Channel] = {}
@@ -46,7 +47,8 @@ def posted() -> tuple[str, ...]:
 
 
 def template_kinds() -> tuple[str, ...]:
-    return tuple(dict.fromkeys(c.template_kind for c in _REGISTRY.values()))
+    """The kinds of template files (``NAME.KIND.j2``) the channels render."""
+    return tuple(dict.fromkeys(c.template_kind for c in _REGISTRY.values() if c.templated))
 
 
 EMAIL = register(Channel("email", "email", per_contact=True, resend_after_crash=True,
@@ -59,4 +61,4 @@ PRESS = register(Channel("press", "press", per_contact=False, resend_after_crash
                          units="release"))  # fmt: skip
 REPORT = register(Channel("report", "report", per_contact=False, resend_after_crash=True,
                           after_crash="mailing it again: staff may get the report twice",
-                          units="report email"))  # fmt: skip
+                          units="report email", templated=False))  # fmt: skip
