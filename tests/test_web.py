@@ -360,3 +360,17 @@ def test_settings_are_read_and_checked(tmp_path: Path) -> None:
     (tmp_path / "ws" / "outreach.toml").write_text('[approval]\nfour_eyes = true\n[web]\nsession_lifetime = "1h"\n')
     loaded = load_settings(tmp_path / "ws", env={})
     assert loaded.four_eyes is True and loaded.session_lifetime == 3600.0
+
+
+def test_a_body_too_large_is_refused_unread(site: Site) -> None:
+    huge = b"name=" + b"a" * (300 * 1024)
+    answer = httpx.post(f"{site.url}/login", content=huge, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 413 and answer.headers["x-content-type-options"] == "nosniff"
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(100):
+            yield b"a" * 10_000
+
+    chunked = httpx.post(f"{site.url}/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert chunked.status_code == 413  # cut off where the limit is
+    assert "outreach_session" not in chunked.headers.get("set-cookie", "")

@@ -25,7 +25,7 @@ from outreach.db.patience import Patience
 from outreach.db.users import SqlUsers
 from outreach.domain.errors import InputFileError, NotFoundError, OutreachError
 from outreach.links import secret_key
-from outreach.web.security import Keys, LoginLimiter, SecurityHeaders
+from outreach.web.security import BodyLimit, Keys, LoginLimiter, SecurityHeaders
 
 HERE = Path(__file__).parent
 
@@ -87,7 +87,8 @@ def create_app(services: Services) -> Starlette:
     check_access(table)
     app = Starlette(
         routes=table,
-        middleware=[Middleware(SecurityHeaders, https=settings.public_url.startswith("https:"))],
+        middleware=[Middleware(SecurityHeaders, https=settings.public_url.startswith("https:")),
+                    Middleware(BodyLimit)],
         exception_handlers={HTTPException: _http_error, OutreachError: _refused},  # type: ignore[dict-item]
     )  # fmt: skip
     key = secret_key(settings)
@@ -105,7 +106,7 @@ def create_app(services: Services) -> Starlette:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    titles = {404: "Not found", 405: "Not allowed", 400: "Bad request"}
+    titles = {404: "Not found", 405: "Not allowed", 400: "Bad request", 413: "Too large"}
     said = exc.detail if exc.status_code == 400 else None  # ours: it names what was not understood
     return web_of(request).page(request, "error.html", exc.status_code,
                                 title=titles.get(exc.status_code, "Error"), message=said)  # fmt: skip

@@ -88,7 +88,7 @@ async def unsubscribe(request: Request) -> Response:
         return _not_found(request)
     form = await request.form()
     if form.get("List-Unsubscribe") == "One-Click" or (
-            not form and b"List-Unsubscribe=One-Click" in (await request.body())[:200]):  # fmt: skip
+            not form and b"List-Unsubscribe=One-Click" in await request.body()):  # fmt: skip
         via = "one-click"
     elif form.get("unsubscribe") == "yes":
         via = "page"
