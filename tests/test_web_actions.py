@@ -85,6 +85,8 @@ def test_four_eyes_keeps_who_scheduled_from_approving(tmp_path: Path, database_u
         ada.sign_in("ada")
         bob.sign_in("bob")
         assert "scheduled by Ada" in ada.get("/campaigns").text
+        fresh = ada.get("/campaigns/cop-2014")  # nothing fired yet: the plan alone
+        assert fresh.status_code == 200 and "not approved" in fresh.text and "industry-email" in fresh.text
         before = database(services)
         refused = ada.act("/campaigns/cop-2014/approve")
         assert refused.status_code == 409 and "someone else must approve it" in refused.text
