@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from outreach.config import load_settings
+from outreach.db.engine import HEAD
 from tests.conftest import ROOT, Cli
 
 
@@ -74,10 +75,10 @@ def test_db_is_created_on_first_use_with_wal_and_foreign_keys(cli: Cli, workspac
     assert db.exists()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0005"
-    assert "schema is current (0005)" in cli("db", "upgrade").stdout
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD
+    assert f"schema is current ({HEAD})" in cli("db", "upgrade").stdout
     fresh = Cli(workspace.parent / "other")
-    assert "upgraded empty -> 0005" in fresh("db", "upgrade").stdout
+    assert f"upgraded empty -> {HEAD}" in fresh("db", "upgrade").stdout
 
 
 def test_unreachable_database_is_a_clear_error(workspace: Path) -> None:

@@ -335,7 +335,7 @@ def unsubscribe(ctx: typer.Context, emails: EmailsArg = None, where: WhereOpt = 
     Example: outreach contacts unsubscribe someone@example.org
     """
     state: State = ctx.obj
-    n = state.services.contacts.set_status(selection(emails, where, required=True), "unsubscribed")
+    n = state.services.contacts.set_status(selection(emails, where, required=True), "unsubscribed", actor=who(None))
     typer.echo(f"unsubscribed {n} contact(s)")
 
 

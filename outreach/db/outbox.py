@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, 
 
 from outreach.db import postgresql, sqlite
 from outreach.db.campaigns import SqlCampaigns
+from outreach.db.consent import record_changes
 from outreach.db.log import SqlLog
 from outreach.db.models import (
     contacts,
@@ -218,6 +219,9 @@ class SqlOutbox(SqlCampaigns, SqlLog):
         """Addresses that do not exist: their contacts become bounced."""
         bounced = [o.contact_id for o in outcomes if o.bounce]
         if bounced:
+            clause = contacts.c.id.in_(bounced) & (contacts.c.status == "active")
+            record_changes(conn, clause, "bounced", via="bounce", at=now,
+                           reason="the relay refused the address")  # fmt: skip
             conn.execute(
                 update(contacts)
                 .where(contacts.c.id.in_(bounced), contacts.c.status == "active")
