@@ -59,7 +59,7 @@ def resume_campaign(
         raise GuardError("unknown_step", f"no step {step_key!r} in {campaign_id}"
                          + (f" (paused: {', '.join(paused[:10])}{' ...' if len(paused) > 10 else ''})"
                             if paused else " (none of its steps is paused)"),
-                         hint=f"outreach status {campaign_id} lists its steps", campaign=campaign_id)  # fmt: skip
+                         campaign=campaign_id)  # fmt: skip
     if stored is not None and stored["status"] == "cancelled":
         raise GuardError("campaign_cancelled", f"campaign {campaign_id} is cancelled",
                          campaign=campaign_id)  # fmt: skip

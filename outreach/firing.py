@@ -14,7 +14,7 @@ from outreach.domain import channels
 from outreach.domain.errors import OutreachError
 from outreach.domain.plan import Wave, parse_at
 from outreach.domain.timeline import zone_term, zones_at
-from outreach.guards import approval_problem, embargo_of
+from outreach.guards import approval_state, embargo_of
 from outreach.ports import StepInfo
 
 if TYPE_CHECKING:
@@ -36,9 +36,13 @@ def fire(services: Services, campaign_id: str, key: str, now: datetime | None = 
 def _fire(services: Services, step: StepInfo, now: datetime) -> str:
     outbox = services.outbox
     campaign_id = step.campaign
-    problem = approval_problem(services, campaign_id)
-    if problem:
-        outbox.set_step_status(step.id, "held", f"held at its time: {problem}")
+    state = approval_state(services, campaign_id)
+    if state:
+        code, problem = state
+        action = {"not_approved": "approve", "changed_since_approval": "approve",
+                  "campaign_paused": "resume"}.get(code)  # fmt: skip
+        outbox.set_step_status(step.id, "held", f"held at its time: {problem}",
+                               **({"action": action} if action else {}))  # fmt: skip
         return "held"
     embargo = embargo_of(step)
     due = step if embargo is None or embargo <= step.send_at else replace(step, send_at=embargo)

@@ -86,25 +86,32 @@ def require_campaign(services: Services, campaign_id: str) -> dict[str, Any]:
         raise NotFoundError(
             f"no campaign {campaign_id!r} is scheduled"
             + (f" (scheduled: {', '.join(known)})" if known else " (none is scheduled yet)"),
-            hint="outreach schedule schedules/PLAN.yaml stores one; outreach status lists them",
+            code="unknown_campaign", campaign=campaign_id, known=known,
         )
     return stored
 
 
-def approval_problem(services: Services, campaign_id: str) -> str | None:
-    """Why the campaign may not send now, or None."""
+def approval_state(services: Services, campaign_id: str) -> tuple[str, str] | None:
+    """Why the campaign may not send now, as (code, words), or None. The words state
+    the facts; the edge says what to do (``cli.phrases``: the command for the code)."""
     campaign = services.outbox.campaign(campaign_id)
     if campaign is None:
-        return f"campaign {campaign_id} is not scheduled"
+        return "not_scheduled", f"campaign {campaign_id} is not scheduled"
     if campaign["status"] != "active":
-        return f"campaign {campaign_id} is {campaign['status']}"
+        return f"campaign_{campaign['status']}", f"campaign {campaign_id} is {campaign['status']}"
     if not campaign["approved_hash"]:
-        return f"campaign {campaign_id} is not approved: outreach approve {campaign_id} --by NAME"
+        return "not_approved", f"campaign {campaign_id} is not approved"
     if current_key(campaign) != campaign["approved_hash"]:
-        what = "the plan, a template or a launch"
-        return (f"{what} of {campaign_id} changed since {campaign['approved_by']} approved it "
-                f"at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC: outreach approve {campaign_id} --by NAME")  # fmt: skip
+        return "changed_since_approval", (
+            f"the plan, a template or a launch of {campaign_id} changed since "
+            f"{campaign['approved_by']} approved it at {campaign['approved_at']:%Y-%m-%d %H:%M} UTC")
     return None
+
+
+def approval_problem(services: Services, campaign_id: str) -> str | None:
+    """Why the campaign may not send now, in words, or None."""
+    state = approval_state(services, campaign_id)
+    return None if state is None else state[1]
 
 
 def same_person(a: str | None, b: str | None) -> bool:
@@ -133,7 +140,7 @@ def require_clean(errors: list[str], *, action: str, source: str) -> None:
         shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
         raise GuardError(
             "plan_has_errors", f"{source}: {len(errors)} error(s); nothing was {action}:\n  {shown}",
-            hint=f"fix them; outreach plan check {source} shows them all", errors=errors,
+            source=source, errors=errors,
         )  # fmt: skip
 
 
@@ -146,17 +153,15 @@ def require_can_send(services: Services, campaign_id: str, sources: Mapping[str,
     stored = services.outbox.campaign(campaign_id)
     if stored is None:
         return  # a campaign that was never scheduled has no state or approval yet
-    problem = approval_problem(services, campaign_id)
-    if problem:
-        raise GuardError("campaign_not_sendable", f"nothing was queued: {problem}",
-                         campaign=campaign_id)  # fmt: skip
+    state = approval_state(services, campaign_id)
+    if state:
+        raise GuardError(state[0], f"nothing was queued: {state[1]}", campaign=campaign_id)
     approved = (stored.get("snapshot") or {}).get("templates", {})
     changed = sorted(rel for rel, text in (sources or {}).items() if rel in approved and approved[rel] != text)
     if changed:
         raise GuardError("template_changed", f"nothing was queued: templates/{changed[0]} changed since "
                          f"{stored['approved_by']} approved {campaign_id}",
-                         hint=f"outreach schedule {stored['plan_file']}, then approve it again",
-                         campaign=campaign_id)  # fmt: skip
+                         campaign=campaign_id, plan_file=stored["plan_file"])  # fmt: skip
 
 
 # -- the embargo at firing time -------------------------------------------------------

@@ -90,7 +90,7 @@ def init_workspace(target: Path) -> list[Path]:
     if present:
         raise OutreachError(
             f"{target} is a workspace already: it has {', '.join(present)}",
-            hint=f"use it as it is (outreach -w {target} ...), or choose a new folder",
+            code="workspace_exists", folder=str(target),
         )
     starter = skeleton_files()
     created: list[Path] = []

@@ -290,3 +290,40 @@ def test_stored_reasons_hold_facts_and_no_commands_outside_the_cli() -> None:
                 if m.group(1) in words:
                     found.append(f"{path.relative_to(ROOT)}:{expr.lineno}: {m.group(0)}")
     assert not found, f"a command in a stored reason (store a fact; cli/ names the command): {found}"
+
+
+def test_hints_of_lower_layers_name_no_command() -> None:
+    """Below cli/ and web/, an error carries a code and facts (``cli.phrases`` names the
+    command for it); a ``hint=`` there is advice that holds everywhere."""
+    import re
+
+    words = _command_words()
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in ("cli", "web"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Call):
+                for k in node.keywords:
+                    if k.arg == "hint":
+                        for m in re.finditer(r"\boutreach ([a-z-]+)", _text(k.value)):
+                            if m.group(1) in words:
+                                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {m.group(0)}")
+    assert not found, f"a command in a lower layer's hint (raise with code= and facts): {found}"
+
+
+def test_every_code_the_phrasebook_knows_gives_a_hint_from_its_facts() -> None:
+    from outreach.cli.phrases import HINTS, hint_for
+    from outreach.domain.errors import OutreachError
+
+    class Facts(dict):  # whatever fact a phrase asks for is there
+        def __missing__(self, key: str) -> str:
+            return f"<{key}>"
+
+    facts = Facts()
+    for code in HINTS:
+        error = OutreachError("x", code=code)
+        error.facts = facts
+        hint = hint_for(error)
+        assert hint and "{" not in hint, code
+    assert hint_for(OutreachError("x", code="unknown_step")) is None  # a missing fact: no half a command

@@ -176,6 +176,7 @@ def _what_next(event: dict) -> str:
         return f"; decide: outreach deliveries retry {n}, or outreach deliveries mark-sent {n} --post-id N if it is on X"
     return {
         "resume": f"; continue with: outreach resume {campaign}",
+        "approve": f"; approve it: outreach approve {campaign} --by NAME",
         "reschedule": f"; reschedule it (outreach reschedule {campaign} --launch ...) or send it by hand (outreach send)",
     }.get(detail.get("action", ""), "")
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from outreach.app import Services
 from outreach.cli.common import State, out_console, who
+from outreach.cli.phrases import next_step
 from outreach.domain.errors import OutreachError
 from outreach.plans import load
 
@@ -74,10 +75,11 @@ def _scheduled_by(services: Services, campaign: str, by: str) -> None:
 
 
 def _approval_note(services: Services, campaign: str) -> None:
-    from outreach.scheduling import approval_problem
+    from outreach.guards import approval_state
 
-    problem = approval_problem(services, campaign)
+    code, problem = approval_state(services, campaign) or (None, None)
     if problem:
+        problem += next_step(code, campaign)
         out_console().print(f"[yellow]nothing will be sent yet:[/] {escape(problem)}")
 
 
@@ -192,7 +194,7 @@ def status(
     now = datetime.now(UTC)
     for c in review.campaign_status(state.services, campaign):
         approved = (f"approved by {escape(c.approved_by or '')} at {c.approved_at:%Y-%m-%d %H:%M} UTC"
-                    if not c.problem else f"[yellow]{escape(c.problem)}[/]")  # fmt: skip
+                    if not c.problem else f"[yellow]{escape(c.problem + next_step(c.problem_code, c.id))}[/]")  # fmt: skip
         console.print(f"[bold]{escape(c.id)}[/] ({escape(c.name)}): {approved}")
         table = Table()
         for column in ("due (UTC)", "step", "channel", "status", "deliveries", "next firing"):

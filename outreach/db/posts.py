@@ -104,7 +104,7 @@ class SqlPosts:
                 .where(deliveries.c.id == delivery_id)
             ).first()
         if row is None:
-            raise NotFoundError(f"no delivery {delivery_id}", hint="outreach log shows delivery ids")
+            raise NotFoundError(f"no delivery {delivery_id}", code="unknown_delivery", delivery=delivery_id)
         return dict(row._mapping)
 
     def retry(self, delivery_id: int, by: str) -> dict[str, Any]:

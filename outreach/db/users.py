@@ -105,8 +105,7 @@ class SqlUsers:
                 conn.execute(insert(users).values(name=key, role=role, password_hash=hashed,
                                                   created_at=now, updated_at=now))  # fmt: skip
         except IntegrityError:
-            raise OutreachError(f"there is a user {key} already", code="user_exists",
-                                hint=f"outreach users passwd {key} sets a new password") from None  # fmt: skip
+            raise OutreachError(f"there is a user {key} already", code="user_exists", user=key) from None
         found = self.get(key)
         assert found is not None
         return found
@@ -148,7 +147,7 @@ class SqlUsers:
     def _unknown(self, name: str) -> NotFoundError:
         known = [u.name for u in self.all()]
         return NotFoundError(f"no user {name!r}" + (f" (users: {', '.join(known)})" if known else " (there is none yet)"),
-                             hint="outreach users add NAME --role viewer|operator|admin")  # fmt: skip
+                             code="unknown_user", user=name)  # fmt: skip
 
     def authenticate(self, name: str, password: str) -> User | None:
         """The user, when the password is theirs; None otherwise (an unknown name takes

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from outreach.app import Services
-from outreach.guards import approval_problem, require_campaign
+from outreach.guards import approval_state, require_campaign
 from outreach.ports import StepInfo
 from outreach.scheduling import make_scheduler
 
@@ -31,6 +31,7 @@ class CampaignStatus:
     approved_by: str | None
     approved_at: datetime | None
     problem: str | None  # why it may not send now, or None
+    problem_code: str | None = None  # which rule (guards.approval_state), for the edge to phrase
     steps: list[StepRow] = field(default_factory=list)
 
 
@@ -58,8 +59,9 @@ def campaign_status(services: Services, campaign: str | None = None) -> list[Cam
         stored = services.outbox.campaign(cid)
         if stored is None:  # ad hoc sends only: see the log
             continue
+        code, problem = approval_state(services, cid) or (None, None)
         status = CampaignStatus(cid, stored["name"], stored["approved_by"], stored["approved_at"],
-                                approval_problem(services, cid))  # fmt: skip
+                                problem, code)  # fmt: skip
         status.steps = [StepRow(r.step, r.counts, firing.get(f"{cid}:{r.step.key}"))
                         for r in rows if r.step.campaign == cid]  # fmt: skip
         out.append(status)
