@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -138,6 +139,10 @@ deliveries = Table(
     UniqueConstraint("step_id", "contact_id"),
     UniqueConstraint("step_id", "part"),
     Index(None, "status", "due_at"),
+    # a bounce that names the message it returns (its Message-ID), or only the address
+    # it was sent to, finds its delivery through these
+    Index(None, "message_id"),
+    Index(None, "contact_id"),
 )
 
 delivery_events = Table(
@@ -211,4 +216,53 @@ web_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Index(None, "user_id"),
+)
+
+# -- mail that came back: bounces, complaints, auto-replies (outreach.bounces) -----------
+
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # sha256 of the message as its sender wrote it: a message read twice (two mailboxes,
+    # a fetch after a crash) is stored, and acts, once
+    Column("content_hash", String(64), nullable=False, unique=True),
+    Column("received_at", UTCDateTime, nullable=False),  # when outreach read it
+    Column("dated", UTCDateTime),  # its Date (the time a bounce is matched against)
+    Column("source", Text, nullable=False),  # where it was read: a file, an IMAP folder and uid
+    # hard | soft | complaint | auto_reply | unparseable | not_a_bounce
+    Column("kind", String(20), nullable=False),
+    Column("reason", Text, nullable=False),  # why it is that kind
+    Column("format", String(30), nullable=False),  # dsn, arf, auto-reply, flufl.bounce, ...
+    Column("message_id", String(250)),  # its own Message-ID
+    Column("original_message_id", String(250)),  # the returned message's
+    Column("feedback_type", String(64)),  # ARF: abuse, fraud, ...
+    Column("matched", Integer, nullable=False, server_default="0"),  # recipients matched to a delivery
+    Column("unmatched", Integer, nullable=False, server_default="0"),  # and not: kept for a person
+    # the message itself, for a person to look at: kept only when it is unparseable or
+    # names someone no delivery matches (at most 1 MiB)
+    Column("raw", LargeBinary),
+    Index(None, "kind"),
+)
+
+inbound_recipients = Table(
+    "inbound_recipients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("inbound_id", Integer, ForeignKey("inbound_messages.id", ondelete="CASCADE"), nullable=False),
+    Column("address", String(320)),  # as the report names it; none for a redacted complaint
+    Column("kind", String(20), nullable=False),  # this recipient's own: hard, soft, ...
+    Column("status", String(20)),  # the enhanced status code, 5.1.1
+    Column("diagnostic", Text),  # the server's words
+    Column("delivery_id", Integer, ForeignKey("deliveries.id", ondelete="SET NULL")),
+    # erasing a contact takes what came back about them with it
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="CASCADE")),
+    Column("matched_by", String(20)),  # verp | message_id | recipient; none: unmatched
+    # what it did: bounced, soft_bounce, complained, auto_reply (the delivery's event),
+    # unmatched
+    Column("effect", String(20), nullable=False),
+    Column("dated", UTCDateTime, nullable=False),  # the message's date, else when it was read
+    Index(None, "inbound_id"),
+    Index(None, "contact_id", "kind", "dated"),
+    Index(None, "delivery_id"),
 )
