@@ -34,7 +34,19 @@ _SOURCES = {
     "four_eyes": ("OUTREACH_FOUR_EYES", "approval.four_eyes", False),
     "session_lifetime": ("OUTREACH_SESSION_LIFETIME", "web.session_lifetime", False),
     "login_attempts": ("OUTREACH_LOGIN_ATTEMPTS", "web.login_attempts", False),
+    # mail that comes back (outreach.bounces)
+    "return_path": ("OUTREACH_RETURN_PATH", "email.return_path", False),
+    "verp": ("OUTREACH_VERP", "email.verp", False),
+    "bounce_imap_url": ("OUTREACH_BOUNCE_IMAP_URL", "bounces.imap_url", False),
+    "bounce_imap_password": ("OUTREACH_BOUNCE_IMAP_PASSWORD", "bounces.imap_password", True),
+    "bounce_processed_folder": ("OUTREACH_BOUNCE_PROCESSED_FOLDER", "bounces.processed_folder", False),
+    "bounce_fetch_minutes": ("OUTREACH_BOUNCE_FETCH_MINUTES", "bounces.fetch_minutes", False),
+    "soft_limit": ("OUTREACH_BOUNCE_SOFT_LIMIT", "bounces.soft_limit", False),
+    "soft_days": ("OUTREACH_BOUNCE_SOFT_DAYS", "bounces.soft_days", False),
+    "match_days": ("OUTREACH_BOUNCE_MATCH_DAYS", "bounces.match_days", False),
 }
+# secrets that are no URL: never in a file, shown as *** when set
+_PLAIN_SECRETS = {"secret_key", "bounce_imap_password"}
 # X credentials: environment only (see channels.x.ENV); kept out of every display
 X_ENV_PREFIX = "OUTREACH_X_"
 _FILE_KEYS = {key for _env, key, _secret in _SOURCES.values()}
@@ -56,6 +68,17 @@ class Settings:
     four_eyes: bool = False  # who scheduled a campaign may not approve it
     session_lifetime: float = 8 * 3600.0  # seconds a staff sign-in lasts ("8h", "30m" in files)
     login_attempts: int = 5  # failed sign-ins allowed per address (and per name) in 15 minutes
+    # mail that comes back: the envelope sender (MAIL FROM) of campaign email, per
+    # delivery with VERP (local+ID-TOKEN@domain); default: the From address
+    return_path: str | None = None
+    verp: bool = False
+    bounce_imap_url: str | None = None  # imaps://user@host/INBOX: the bounce mailbox
+    bounce_imap_password: str | None = field(default=None, repr=False)  # environment only
+    bounce_processed_folder: str = "Processed"  # where handled messages are moved
+    bounce_fetch_minutes: float = 5.0  # how often outreach run fetches them
+    soft_limit: int = 3  # this many soft bounces (of distinct deliveries)...
+    soft_days: int = 15  # ...within this many days count as a hard bounce
+    match_days: int = 30  # a bounce matched by address: the latest delivery this far back
     x_env: Mapping[str, str] = field(default_factory=dict, repr=False)  # OUTREACH_X_* variables
     origin: Mapping[str, str] = field(default_factory=dict)  # setting -> where its value came from
 
@@ -67,12 +90,14 @@ class Settings:
 
     def rehearsal(self) -> Settings:
         """The same workspace with the rehearsal's own state: its own SQLite database,
-        the local Maildir, X posts to a file, the newsroom in .outreach/rehearsal/."""
+        the local Maildir, X posts to a file, the newsroom in .outreach/rehearsal/, and
+        no bounce mailbox (its messages are about real deliveries)."""
         from dataclasses import replace
 
         state = self.workspace / STATE_DIR / "rehearsal"
         return replace(self, state_path=state, database_url=f"sqlite:///{state / 'outreach.db'}",
                        smtp_url=None, x_env={}, newsroom_dir=None, newsroom_url=None,
+                       bounce_imap_url=None, bounce_imap_password=None,
                        origin={**self.origin, "database_url": "the rehearsal"})  # fmt: skip
 
     @property
@@ -90,7 +115,7 @@ class Settings:
             value = getattr(self, name)
             shown = "" if value is None else str(value)
             if secret and value:
-                shown = "***" if name == "secret_key" else redact(value)
+                shown = "***" if name in _PLAIN_SECRETS else redact(value)
             rows.append((name, shown, self.origin.get(name, "default")))
         names = sorted(self.x_env)
         rows.append(("x_credentials", ("***  (" + ", ".join(names) + ")") if names else "",
@@ -162,7 +187,7 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
             origin[name] = f"env {env_name}"
         elif key in file_values:
             value = file_values[key]
-            if name == "secret_key" or (secret and isinstance(value, str) and has_password(value)):
+            if name in _PLAIN_SECRETS or (secret and isinstance(value, str) and has_password(value)):
                 raise ConfigError(
                     f"{path}: {key} holds a secret",
                     hint=f"secrets never go in files; set {env_name} in the environment instead",
@@ -186,6 +211,7 @@ def load_settings(workspace: Path | None = None, env: Mapping[str, str] | None =
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"a rate limit is not a number: {exc}") from None
     _web_values(values, origin)
+    _bounce_values(values, origin)
     x_env = {k: v for k, v in env.items() if k.startswith(X_ENV_PREFIX) and v}
     return Settings(workspace=workspace, database_url=db_url, origin=origin, x_env=x_env, **values)  # type: ignore[arg-type]
 
@@ -194,16 +220,63 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+def _yes_no(values: dict[str, object], origin: Mapping[str, str], name: str) -> None:
+    raw = values[name]
+    text = str(raw).strip().lower()
+    if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} ({origin[name]}) is {raw!r}, not true or false")
+    values[name] = raw if isinstance(raw, bool) else text in _TRUE
+
+
+def _whole(values: dict[str, object], origin: Mapping[str, str], name: str) -> None:
+    raw = values[name]
+    if isinstance(raw, bool) or not str(raw).strip().isdigit() or int(str(raw)) < 1:
+        raise ConfigError(f"{name} ({origin[name]}) is {raw!r}, not a whole number above 0")
+    values[name] = int(str(raw))
+
+
+def _bounce_values(values: dict[str, object], origin: Mapping[str, str]) -> None:
+    """The return path (an address), VERP (yes/no), the bounce mailbox's URL (no
+    password in it) and the counts and periods of bounce handling."""
+    if "verp" in values:
+        _yes_no(values, origin, "verp")
+    for name in ("soft_limit", "soft_days", "match_days"):
+        if name in values:
+            _whole(values, origin, name)
+    if "bounce_fetch_minutes" in values:
+        raw = values["bounce_fetch_minutes"]
+        try:
+            minutes = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            minutes = 0.0
+        if isinstance(raw, bool) or not minutes > 0:
+            raise ConfigError(f"bounce_fetch_minutes ({origin['bounce_fetch_minutes']}) is {raw!r}, "
+                              "not a number of minutes above 0")  # fmt: skip
+        values["bounce_fetch_minutes"] = minutes
+    path = values.get("return_path")
+    if path is not None:
+        text = str(path).strip()
+        local, at, domain = text.rpartition("@")
+        if not at or not local or "." not in domain or any(c.isspace() or c in "<>,;\"" for c in text):
+            raise ConfigError(f"return_path ({origin['return_path']}) is {path!r}, not a bare address",
+                              hint="an address of the bounce mailbox, e.g. bounces@example.org")  # fmt: skip
+        values["return_path"] = text
+    if values.get("verp") and not values.get("return_path"):
+        raise ConfigError(f"verp ({origin['verp']}) is on, but no return path is set",
+                          hint="set email.return_path in outreach.toml (or OUTREACH_RETURN_PATH) to "
+                          "the bounce mailbox's address, e.g. bounces@example.org")  # fmt: skip
+    url = values.get("bounce_imap_url")
+    if url is not None and has_password(str(url)):
+        raise ConfigError(f"bounce_imap_url ({origin['bounce_imap_url']}) holds a password",
+                          hint="give the IMAP password in OUTREACH_BOUNCE_IMAP_PASSWORD, never in the URL")  # fmt: skip
+
+
 def _web_values(values: dict[str, object], origin: Mapping[str, str]) -> None:
     """The web and approval settings as their types: a yes/no, a duration, a count."""
     from outreach.domain.plan import parse_duration
 
     if "four_eyes" in values:
-        raw = values["four_eyes"]
-        text = str(raw).strip().lower()
-        if not isinstance(raw, bool) and text not in _TRUE | _FALSE:
-            raise ConfigError(f"four_eyes ({origin['four_eyes']}) is {raw!r}, not true or false")
-        values["four_eyes"] = raw if isinstance(raw, bool) else text in _TRUE
+        _yes_no(values, origin, "four_eyes")
     if "session_lifetime" in values:
         raw = values["session_lifetime"]
         try:
@@ -216,7 +289,4 @@ def _web_values(values: dict[str, object], origin: Mapping[str, str]) -> None:
                               hint="a duration like 8h, 30m or 1d, or a number of seconds")  # fmt: skip
         values["session_lifetime"] = seconds
     if "login_attempts" in values:
-        raw = values["login_attempts"]
-        if isinstance(raw, bool) or not str(raw).strip().isdigit() or int(str(raw)) < 1:
-            raise ConfigError(f"login_attempts ({origin['login_attempts']}) is {raw!r}, not a whole number above 0")
-        values["login_attempts"] = int(str(raw))
+        _whole(values, origin, "login_attempts")

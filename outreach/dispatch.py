@@ -85,6 +85,7 @@ class Dispatcher:
         clock: Callable[[], datetime] | None = None,
         on_progress: Callable[[Stats], None] | None = None,
         library_for: Callable[[StepInfo], TemplateLibrary] | None = None,
+        envelope: Callable[[int], str] | None = None,
     ) -> None:
         self.outbox = outbox
         self.library = library
@@ -95,6 +96,9 @@ class Dispatcher:
         self.urls_for = urls_for
         self.sender = sender
         self.reply_to = reply_to
+        # the envelope sender (MAIL FROM) of a delivery, by its id: the bounce address,
+        # per delivery with VERP (bounces.envelope_for); None: the From address
+        self.envelope = envelope
         self.policy = policy or SendPolicy()
         self.clock = clock or _utcnow
         self.on_progress = on_progress
@@ -208,7 +212,8 @@ class Dispatcher:
         if step.limiter is not None:
             await step.limiter.acquire()
         await self.limiter.acquire()
-        result = await self.channel.send(step.headers.sender, contact.email, compose)
+        mail_from = self.envelope(item.delivery_id) if self.envelope else step.headers.sender
+        result = await self.channel.send(mail_from, contact.email, compose)
         return self._result(item, step, result, msg_id)
 
     def _result(self, item: Claimed, step: _Step, result: SendResult, msg_id: str) -> Outcome:

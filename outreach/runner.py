@@ -11,12 +11,14 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
 from outreach.app import Services
+from outreach.bounces import envelope_for
 from outreach.children import die_with_parent
 from outreach.config import Settings
 from outreach.db.patience import Patience
@@ -85,6 +87,7 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
             if not child:
                 report.say(f"sending through {where}" + (f" with {workers} processes" if workers > 1 else ""))
             dispatcher = services.dispatcher(channel)
+            dispatcher.envelope = envelope_for(services.settings)  # the bounce address, VERP
             if workers > 1:
                 dispatcher.policy = dataclasses.replace(
                     dispatcher.policy, per_second=dispatcher.policy.per_second / workers,
@@ -114,6 +117,9 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
                         await asyncio.sleep(5)
 
                 promoter = asyncio.create_task(promote())
+            fetcher = None
+            if scheduler and not until_idle and not child and services.settings.bounce_imap_url:
+                fetcher = asyncio.create_task(fetch_bounces(services, report, halt))
             failed_here = False
             if poster is not None:
                 report.say("posting: " + "; ".join(f"{name} to {target.name}"
@@ -145,6 +151,8 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
                     _pid, status = await asyncio.to_thread(os.waitpid, pid, 0)
                     codes.append(os.waitstatus_to_exitcode(status))
                 watcher.cancel()
+                if fetcher is not None:
+                    fetcher.cancel()
                 if jobs is not None:
                     promoter.cancel()
                     jobs.shutdown(wait=True)
@@ -163,6 +171,33 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
         raise OutreachError(
             f"{len(failed)} sender process(es) stopped with an error; see the messages above"
         )
+
+
+async def fetch_bounces(services: Services, report: Report, halt: asyncio.Event) -> None:
+    """Beside a running sender: the bounce mailbox read now and every
+    ``bounce_fetch_minutes``. A failure is a warning; the sender goes on."""
+    from outreach.bounces import fetch
+
+    stop = threading.Event()  # read between two messages by the fetching thread
+    every = services.settings.bounce_fetch_minutes * 60
+    try:
+        while not halt.is_set():
+            try:
+                tally = await asyncio.to_thread(fetch, services, stop=stop)
+                if tally.read:
+                    report.say(f"bounce mailbox: read {tally.read} message(s), {tally.again} read before; "
+                               + (", ".join(f"{n} {e}" for e, n in sorted(tally.effects.items())) or "no event"))  # fmt: skip
+            except Exception as exc:  # whatever it is, the sender goes on
+                said = exc.message if isinstance(exc, OutreachError) else f"{type(exc).__name__}: {exc}"
+                password = services.settings.bounce_imap_password
+                if password:
+                    said = said.replace(password, "***")
+                report.warn(f"cannot read the bounce mailbox: {said}; trying again in "
+                            f"{services.settings.bounce_fetch_minutes:g} min")  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), timeout=every)
+    finally:
+        stop.set()
 
 
 def catch_up(services: Services, scheduler: bool) -> int:

@@ -211,7 +211,7 @@ class StepHeaders:
     SMTPUTF8 (``fixed``) and for one that does not (``fixed_ascii``, IDNA domains;
     None when the sender or Reply-To has no ASCII form)."""
 
-    sender: str  # bare address, also the envelope sender
+    sender: str  # bare address; the envelope sender too, unless a return path is set
     domain: str  # of the sender, in ASCII (IDNA): Message-IDs live there
     fixed: bytes  # From, Reply-To, List-Id, MIME-Version
     fixed_ascii: bytes | None = None
