@@ -10,6 +10,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from outreach import __version__
+from outreach.cli import bounces as bounces_cli
 from outreach.cli import contacts as contacts_cli
 from outreach.cli import deliveries as deliveries_cli
 from outreach.cli import plans as plans_cli
@@ -93,6 +94,7 @@ app.command("preview")(templates_cli.preview)
 sending_cli.register(app)
 review_cli.register(app)
 app.add_typer(deliveries_cli.app, name="deliveries")
+app.add_typer(bounces_cli.app, name="bounces")
 rehearse_cli.register(app)
 schedule_cli.register(app)
 app.add_typer(users_cli.app, name="users")

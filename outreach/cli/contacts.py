@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from outreach.cli.common import State, err_console, out_console, progress_wanted, selection, who
+from outreach.cli.contact_view import print_contact
 from outreach.domain.columns import parse_overrides
 from outreach.domain.contact import FIELDS, Contact
 from outreach.domain.errors import NotFoundError, OutreachError, shown
@@ -232,7 +233,8 @@ def _as_json(c: Contact) -> dict:
 
 @app.command("show")
 def show(ctx: typer.Context, email: Annotated[str, typer.Argument(help="Email address.")]) -> None:
-    """Show one contact with every field, tag and attribute.
+    """Show one contact with every field, tag and attribute, and the bounces, complaints
+    and auto-replies that came back about it.
 
     Example: outreach contacts show ana.tuilagi@example.org
     """
@@ -243,19 +245,7 @@ def show(ctx: typer.Context, email: Annotated[str, typer.Argument(help="Email ad
             f"no contact with the address {email!r}",
             hint="outreach contacts list --where 'email:*part*'",
         )
-    table = Table(show_header=False, box=None)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in _as_json(contact).items():
-        if key == "attrs":
-            for name, attr in value.items():
-                table.add_row(f"attr.{name}", escape(str(attr)))
-            continue
-        shown = (
-            ", ".join(value) if isinstance(value, list) else ("" if value is None else str(value))
-        )
-        table.add_row(key, escape(shown))
-    out_console().print(table)
+    print_contact(state.services, contact, _as_json(contact))
 
 
 @app.command("export")
