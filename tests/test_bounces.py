@@ -445,6 +445,10 @@ def test_an_import_never_resubscribes_a_complained_or_bounced_contact(sent_sqlit
     sent_sqlite.cli("contacts", "import", str(csv))
     assert (sent_sqlite.status("complainer"), sent_sqlite.status("hard")) == ("complained", "bounced")
     assert sent_sqlite.services.contacts.get(address("complainer")).name == "Complainer Again"  # type: ignore[union-attr]
+    # nor does a file that calls them bounced (which reactivate would then undo)
+    csv = write_csv(tmp_path / "bounced.csv", f"email,status\n{address('complainer')},bounced\n")
+    sent_sqlite.cli("contacts", "import", str(csv))
+    assert sent_sqlite.status("complainer") == "complained"
     # reactivate undoes a wrong bounce, never a complaint
     refused = sent_sqlite.cli("contacts", "reactivate", address("complainer"), "--reason", "x", ok=False).output
     assert "complained, not bounced" in refused and sent_sqlite.status("complainer") == "complained"

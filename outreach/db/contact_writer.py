@@ -347,7 +347,7 @@ class ContactWriter:
     def _merge(self, changed: list[tuple[tuple, list[str]]], existing: dict, stamp) -> tuple[list[tuple], list]:  # type: ignore[no-untyped-def]
         """Updates for rows whose address is stored: given values replace stored ones,
         blanks keep them, attributes merge, tags add, and status never returns to
-        active (an import re-subscribes nobody)."""
+        active (an import re-subscribes nobody) nor leaves ``complained``."""
         ids = [existing[row[_KEY]].id for row, _ in changed]
         old_tags: dict[int, set[str]] = {}
         if any(tags for _, tags in changed):
@@ -363,7 +363,7 @@ class ContactWriter:
             current = tuple(getattr(stored, c) for c in _FIELDS)
             merged = [
                 old
-                if new is None or (n == _STATUS and old != "active" and new == "active")
+                if new is None or (n == _STATUS and (old == "complained" or (old != "active" and new == "active")))
                 else new
                 for n, (old, new) in enumerate(zip(current, row[: len(_FIELDS)], strict=True))
             ]
