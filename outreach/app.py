@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from outreach.bounces import envelope_for
 from outreach.channels.maildir import MaildirServer
 from outreach.channels.press import Newsroom
 from outreach.channels.report import ReportMail, ReportMailer
@@ -21,6 +22,7 @@ from outreach.db.contacts import SqlContactStore
 from outreach.db.engine import open_database
 from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
+from outreach.db.patience import Patience
 from outreach.db.posts import SqlPosts
 from outreach.dispatch import Dispatcher, Stats
 from outreach.domain import channels
@@ -29,7 +31,18 @@ from outreach.domain.errors import ConfigError, OutreachError
 from outreach.links import Links
 from outreach.plans import scan_plans
 from outreach.policy import SendPolicy
-from outreach.ports import Clock, ContactStore, EmailChannel, Outbox, Posts, PostTarget, StepInfo
+from outreach.ports import (
+    Clock,
+    Consent,
+    ContactStore,
+    EmailChannel,
+    Inbound,
+    Outbox,
+    Posts,
+    PostTarget,
+    StepInfo,
+    Users,
+)
 from outreach.posting import Poster
 from outreach.templating import TemplateLibrary
 
@@ -188,7 +201,38 @@ class Services:
             sender=s.sender, reply_to=s.reply_to,
             policy=SendPolicy(per_second=per_second, per_hour=per_hour),
             on_progress=on_progress, clock=self.clock, library_for=self.library_for,
+            envelope=envelope_for(s),  # the bounce address (per delivery with VERP), or From
         )  # fmt: skip
+
+    # -- staff, consent and returned mail ------------------------------------------------
+    @cached_property
+    def users(self) -> Users:
+        from outreach.db.users import SqlUsers
+
+        return SqlUsers(self.engine, self.clock)
+
+    @cached_property
+    def consent(self) -> Consent:
+        from outreach.db.consent import SqlConsent
+
+        return SqlConsent(self.engine, self.clock, Patience(limit=10.0))
+
+    @cached_property
+    def inbound(self) -> Inbound:
+        from outreach.db.inbound import SqlInbound
+
+        return SqlInbound(self.engine, self.clock)
+
+    def healthy(self) -> None:
+        """Raises unless the database answers at once with its schema current."""
+        from outreach.db.users import SqlUsers
+
+        SqlUsers(self.engine, patience=Patience(limit=0.0)).ping()
+
+    def fresh(self) -> Services:
+        """These services without what they cached of campaigns and their templates:
+        what a long-running server asks when a campaign may have been scheduled again."""
+        return replace(self, _campaigns={}, _libraries={}, _plans_errors=None)
 
 
 # The sender of each channel whose deliveries are items of their own (posts, releases;

@@ -29,7 +29,7 @@ from outreach.config import Settings
 from outreach.domain.errors import ConfigError
 from outreach.inbound import ImapMailbox, InboundMessage, delivery_of, interpret, verp_address
 from outreach.inbound.finding import Finding
-from outreach.ports import BounceRules, Inbound, Recorded, ReturnedMail, ReturnedRecipient
+from outreach.ports import BounceRules, Recorded, ReturnedMail, ReturnedRecipient
 
 if TYPE_CHECKING:
     import ssl
@@ -38,13 +38,6 @@ if TYPE_CHECKING:
 
 KINDS = ("hard", "soft", "complaint", "auto_reply", "unparseable", "not_a_bounce")
 _FUTURE = timedelta(days=1)  # a Date further ahead than this is not believed
-
-
-def store(services: Services) -> Inbound:
-    """The returned-mail repository on the services' database."""
-    from outreach.db.inbound import SqlInbound
-
-    return SqlInbound(services.engine, services.clock)
 
 
 def rules(settings: Settings) -> BounceRules:
@@ -125,7 +118,7 @@ def ingest(services: Services, messages: Iterable[InboundMessage], *,
            on_each: Callable[[InboundMessage, Recorded], None] | None = None) -> Tally:  # fmt: skip
     """Read, store and act on each message, then mark it processed (where its
     mailbox can keep that). ``stop`` set: ends after the message in hand."""
-    repo, rule = store(services), rules(services.settings)
+    repo, rule = services.inbound, rules(services.settings)
     key = _key(services.settings)
     tally = Tally()
     for message in messages:
@@ -171,7 +164,7 @@ def fetch(services: Services, *, limit: int | None = None, every: bool = False,
 def listing(services: Services, *, kind: str | None = None, unmatched: bool = False,
             limit: int = 50) -> tuple[dict[str, int], list[dict[str, Any]]]:  # fmt: skip
     """Counts by kind (and unmatched), and the latest messages that fit."""
-    repo = store(services)
+    repo = services.inbound
     return repo.counts(), repo.messages(kind=kind, unmatched=unmatched, limit=limit)
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import IO
 
 from outreach.app import Services
-from outreach.bounces import envelope_for
 from outreach.children import die_with_parent
 from outreach.config import Settings
 from outreach.db.patience import Patience
@@ -87,7 +86,6 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
             if not child:
                 report.say(f"sending through {where}" + (f" with {workers} processes" if workers > 1 else ""))
             dispatcher = services.dispatcher(channel)
-            dispatcher.envelope = envelope_for(services.settings)  # the bounce address, VERP
             if workers > 1:
                 dispatcher.policy = dataclasses.replace(
                     dispatcher.policy, per_second=dispatcher.policy.per_second / workers,

@@ -356,10 +356,10 @@ def test_ingest_reads_a_maildir_and_standard_input(sent_sqlite: Sent, tmp_path: 
     assert "1 unparseable" in junk.output
     listed = sent_sqlite.cli("bounces", "list", "--kind", "unparseable").output
     assert "not a mail message" in listed and "stdin" in listed
-    row = bounces.store(sent_sqlite.services).messages(kind="unparseable")[0]
+    row = sent_sqlite.services.inbound.messages(kind="unparseable")[0]
     raw = sent_sqlite.cli("bounces", "show", str(row["id"]), "--raw").stdout_bytes
     assert raw == b"\x00\x01 not mail at all\n"
-    matched = bounces.store(sent_sqlite.services).messages(kind="complaint")[0]
+    matched = sent_sqlite.services.inbound.messages(kind="complaint")[0]
     refused = sent_sqlite.cli("bounces", "show", str(matched["id"]), "--raw", ok=False).output
     assert "was not kept" in refused
     assert "no returned message 999" in sent_sqlite.cli("bounces", "show", "999", ok=False).output
@@ -462,7 +462,7 @@ def test_a_complaint_after_an_unsubscribe_is_kept_and_an_auto_reply_changes_nobo
         InboundMessage("c", returned("rfc3834-auto-reply.eml", "complainer", sent_sqlite)),
     ])  # fmt: skip
     assert sent_sqlite.status("complainer") == "complained" and sent_sqlite.status("auto") == "active"
-    counts = bounces.store(sent_sqlite.services).counts()
+    counts = sent_sqlite.services.inbound.counts()
     assert counts["auto_reply"] == 2 and counts["complaint"] == 1
 
 

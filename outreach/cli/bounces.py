@@ -157,7 +157,7 @@ def show(
     Example: outreach bounces show 1
     """
     state: State = ctx.obj
-    row = bounces.store(state.services).message(message)
+    row = state.services.inbound.message(message)
     if row is None:
         raise NotFoundError(f"no returned message {message}", code="unknown_inbound")
     if raw:

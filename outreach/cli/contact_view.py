@@ -9,7 +9,6 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from outreach import bounces
 from outreach.app import Services
 from outreach.cli.common import out_console
 from outreach.domain.contact import Contact
@@ -29,7 +28,7 @@ def print_contact(services: Services, contact: Contact, fields: dict[str, Any]) 
         table.add_row(key, escape(shown))
     console = out_console()
     console.print(table)
-    returned = bounces.store(services).about_contact(contact.id)
+    returned = services.inbound.about_contact(contact.id)
     if returned:
         console.print("\n[bold]mail that came back[/] (latest first)")
         for r in returned:

@@ -69,9 +69,7 @@ def reschedule(
 def _scheduled_by(services: Services, campaign: str, by: str) -> None:
     """Record who scheduled what is to be approved (with approval.four_eyes on, they
     may not approve it)."""
-    from outreach.db.users import SqlUsers
-
-    SqlUsers(services.engine).set_scheduled_by(campaign, by)
+    services.users.set_scheduled_by(campaign, by)
 
 
 def _approval_note(services: Services, campaign: str) -> None:

@@ -26,15 +26,13 @@ class Role(StrEnum):
 
 
 def _users(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from outreach.db.users import SqlUsers
-
     state: State = ctx.obj
-    return SqlUsers(state.services.engine)
+    return state.services.users
 
 
 def _password(stdin: bool, generate: bool) -> tuple[str, bool]:
     """The new password, and whether it was made here (then it is shown once)."""
-    from outreach.db.users import password_problem
+    from outreach.domain.users import password_problem
 
     if stdin and generate:
         raise OutreachError("give --password-stdin or --generate, not both")

@@ -29,7 +29,6 @@ def serve(
 
     Example: outreach serve --check
     """
-    from outreach.db.users import SqlUsers
     from outreach.web import create_app
 
     state: State = ctx.obj
@@ -37,7 +36,7 @@ def serve(
     settings = services.settings
     web_app = create_app(services)
     console, errors = out_console(), err_console()
-    if not SqlUsers(services.engine).all():
+    if not services.users.all():
         errors.print("[yellow]note:[/] nobody can sign in yet: outreach users add NAME --role admin")
     if not settings.public_url.startswith("https:") and host not in ("127.0.0.1", "localhost", "::1"):
         errors.print(f"[yellow]note:[/] public_url is {escape(settings.public_url)}: sign-in cookies "

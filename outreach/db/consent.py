@@ -34,6 +34,7 @@ from outreach.db.models import (
     utcnow,
 )
 from outreach.db.patience import Patience, patient
+from outreach.ports import Unsubscribed
 
 # A recipient's unsubscribe changes these; an unsubscribed or complained contact stays so.
 UNSUBSCRIBABLE = ("active", "bounced")
@@ -56,19 +57,6 @@ def record_changes(
     ).where(clause, contacts.c.status != status)  # fmt: skip
     conn.execute(insert(consent_events).from_select(
         ["contact_id", "at", "status_from", "status_to", "via", "campaign", "actor", "reason"], values))  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Unsubscribed:
-    """What one unsubscribe did: the contact's status before, whether it changed, and
-    the delivery its event was logged on (None when the campaign sent them nothing)."""
-
-    contact_id: int
-    email: str
-    before: str
-    changed: bool
-    delivery_id: int | None = None
-    step_id: int | None = None
 
 
 @patient

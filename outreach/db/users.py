@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,11 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from outreach.db.models import campaigns, users, utcnow, web_sessions
 from outreach.db.patience import Patience, patient
 from outreach.domain.errors import NotFoundError, OutreachError
-
-ROLES = ("viewer", "operator", "admin")  # each may do what the ones before it may
-NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
-MIN_PASSWORD = 10
-MAX_PASSWORD = 1024  # hashing has a cost: nobody gets to make the server hash a megabyte
+from outreach.domain.users import MAX_PASSWORD, ROLES, User, password_problem, user_name
 
 _hasher = PasswordHasher()
 
@@ -34,38 +29,6 @@ _hasher = PasswordHasher()
 def _dummy() -> str:
     """Verified against when the name is unknown, so that the answer takes as long."""
     return _hasher.hash(secrets.token_urlsafe(16))
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    name: str
-    role: str
-    created_at: datetime
-
-    def may(self, role: str) -> bool:
-        """Whether the user's role is ``role`` or above it."""
-        return ROLES.index(self.role) >= ROLES.index(role)
-
-
-def user_name(name: str) -> str:
-    """A user name as stored: lower case; letters, digits and ``. _ @ -``."""
-    key = name.strip().casefold()
-    if not NAME.fullmatch(key):
-        raise OutreachError(f"{name!r} is not a user name", code="bad_user_name",
-                            hint="letters, digits and . _ @ - (up to 64), starting with a letter or digit")  # fmt: skip
-    return key
-
-
-def password_problem(password: str) -> str | None:
-    """Why a password cannot be used, or None."""
-    if len(password) < MIN_PASSWORD:
-        return f"a password needs at least {MIN_PASSWORD} characters"
-    if len(password) > MAX_PASSWORD:
-        return f"a password has at most {MAX_PASSWORD} characters"
-    if password != password.strip() or any(not c.isprintable() for c in password):
-        return "a password may not start or end with a space, nor hold control characters"
-    return None
 
 
 def _checked(password: str) -> str:

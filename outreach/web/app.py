@@ -20,11 +20,9 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from outreach.app import Services
-from outreach.db.consent import SqlConsent
-from outreach.db.patience import Patience
-from outreach.db.users import SqlUsers
 from outreach.domain.errors import InputFileError, NotFoundError, OutreachError
 from outreach.links import secret_key
+from outreach.ports import Consent, Users
 from outreach.web.security import BodyLimit, Keys, LoginLimiter, SecurityHeaders
 
 HERE = Path(__file__).parent
@@ -35,8 +33,8 @@ class Web:
     """What every page needs: the services, the staff store, keys, the templates."""
 
     services: Services
-    users: SqlUsers
-    consent: SqlConsent
+    users: Users
+    consent: Consent
     keys: Keys
     link_key: bytes  # the links' own key (unsubscribe, view online), never the cookies'
     limiter: LoginLimiter
@@ -94,8 +92,7 @@ def create_app(services: Services) -> Starlette:
     key = secret_key(settings)
     app.state.web = Web(
         services=services,
-        users=SqlUsers(services.engine, services.clock),
-        consent=SqlConsent(services.engine, services.clock, Patience(limit=10.0)),
+        users=services.users, consent=services.consent,
         keys=Keys.from_secret(key), link_key=key,
         limiter=LoginLimiter(attempts=settings.login_attempts),
         pages=_pages(), secure=settings.public_url.startswith("https:"),

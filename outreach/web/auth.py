@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from outreach.db.users import ROLES
+from outreach.domain.users import ROLES
 from outreach.web.app import web_of
 from outreach.web.security import (
     CSRF_FIELD,

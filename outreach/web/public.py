@@ -4,7 +4,6 @@ HMAC is its proof: a forged, altered or unknown one gets 404 and changes nothing
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from typing import Any
@@ -20,8 +19,6 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from outreach.db.patience import Patience
-from outreach.db.users import SqlUsers
 from outreach.domain.errors import OutreachError
 from outreach.domain.render import RenderedEmail
 from outreach.links import verify
@@ -114,7 +111,7 @@ def _render(web: Web, campaign: str, step_key: str, contact_id: int) -> Rendered
         return None
     # the templates as they are stored now (a long-running server must see a new
     # snapshot): the services' caches are left out, the rest shared
-    fresh = dataclasses.replace(services, _campaigns={}, _libraries={}, _plans_errors=None)
+    fresh = services.fresh()
     urls = services.links.for_contact(campaign, step.key, contact.id)
     return render_email(fresh.library_for(step), step, fresh.campaign(campaign), contact, urls)
 
@@ -167,9 +164,8 @@ def newsroom_root(request: Request) -> Response:
 @public
 async def healthz(request: Request) -> Response:
     """200 when the database answers (schema included), else 503; no details."""
-    probe = SqlUsers(web_of(request).services.engine, patience=Patience(limit=0.0))
     try:
-        await run_in_threadpool(probe.ping)
+        await run_in_threadpool(web_of(request).services.healthy)
     except Exception as exc:  # any failure is "not healthy"; the log says which
         log.warning("health check: the database does not answer: %s", type(exc).__name__)
         return PlainTextResponse("database unavailable", status_code=503)
