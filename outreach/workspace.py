@@ -28,6 +28,10 @@ SETTINGS_TEMPLATE = """\
 # reply_to = "press@example.org"
 # rate_per_second = 50
 # rate_per_hour = 100000
+# Where bounces and complaints come back (the envelope sender); with verp = true,
+# each delivery goes out from its own signed bounces+TOKEN@ address.
+# return_path = "bounces@example.org"
+# verp = false
 
 # [smtp]
 # The SMTP relay, with its password, comes from OUTREACH_SMTP_URL, e.g.
@@ -37,6 +41,21 @@ SETTINGS_TEMPLATE = """\
 # Where press releases are published (pages, index, Atom feed), and their address.
 # dir = ".outreach/newsroom"
 # url = "https://www.example.org/newsroom/"
+
+[web]
+# Where unsubscribe and view-online links point: the address of 'outreach serve'.
+# public_url = "https://outreach.example.org"
+# session_lifetime = "8h"
+
+[approval]
+# four_eyes = false   # true: whoever scheduled a campaign may not approve it
+
+[bounces]
+# The bounce mailbox; its password comes from OUTREACH_BOUNCE_IMAP_PASSWORD only.
+# imap_url = "imaps://bounces@mail.example.org/INBOX"
+# fetch_minutes = 5
+# soft_limit = 3      # soft bounces within soft_days that make a hard one
+# soft_days = 15
 
 # X credentials come from the environment only: OUTREACH_X_API_KEY,
 # OUTREACH_X_API_SECRET, OUTREACH_X_ACCESS_TOKEN, OUTREACH_X_ACCESS_SECRET (or

@@ -184,7 +184,7 @@ def test_init_config_help_and_version_work_anywhere(tmp_path: Path) -> None:
     assert "Example:" in cli("contacts", "count", "--help").stdout
     words = " ".join(cli("--help").stdout.replace("│", " ").split())
     assert "Commands refuse any other folder, except init, config and db" in words
-    assert "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users and serve" in words
+    assert "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users, serve and bounces" in words
     assert list(stray.iterdir()) == []
     cli("init", str(stray / "new"))
     assert (stray / "new" / "outreach.toml").is_file()

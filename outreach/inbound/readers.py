@@ -1,6 +1,6 @@
 """Mailboxes on this machine: a Maildir folder, an mbox file, .eml files (or a folder of
 them), and ``-`` for one message on standard input (a pipe from the MTA:
-``bounces: "|outreach bounces read -"``).
+``bounces: "|outreach bounces ingest -"``).
 
 Every path is checked before the first message is yielded: a wrong path stops the
 reading before anything is handled. In a Maildir, ``mark_processed`` moves a message
