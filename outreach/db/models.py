@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -136,6 +137,13 @@ deliveries = Table(
     Column("message_id", String(250)),
     Column("last_error", Text),
     Column("updated_at", UTCDateTime, nullable=False),
+    # who holds a claimed (sending) delivery and until when: only an expired lease is
+    # taken over, never a live sender's rows (processes.id)
+    Column("holder", String(120)),
+    Column("lease_until", UTCDateTime),
+    # 1 once its message may have reached the server (written before it is handed
+    # over): a crash leaves it uncertain; 0: it goes back to queued, unmarked
+    Column("handed", Integer, nullable=False, server_default="0"),
     UniqueConstraint("step_id", "contact_id"),
     UniqueConstraint("step_id", "part"),
     Index(None, "status", "due_at"),
@@ -265,4 +273,30 @@ inbound_recipients = Table(
     Index(None, "inbound_id"),
     Index(None, "contact_id", "kind", "dated"),
     Index(None, "delivery_id"),
+)
+
+
+# The processes of a deployment (schedulers and senders, on any machine), each with its
+# heartbeat: a sender's leases last while it beats; ``outreach status`` lists them.
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", String(120), primary_key=True),  # host:pid:start (ports: the holder)
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(20), nullable=False),  # scheduler | sender | all
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("leader", Integer, nullable=False, server_default="0"),  # the active scheduler
+    Column("state", JSON, nullable=False),  # what it holds and does, as it last said
+)
+
+# Rate limits for the whole deployment (a token bucket per name: "email:second",
+# "email:hour", "x:15min", "x:day"), shared by every sender process.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
