@@ -56,6 +56,8 @@ def test_roles_decide_and_a_role_too_low_changes_nothing(launched: Site) -> None
     assert "/pause" not in viewer.get("/campaigns/cop-2014").text
     page = operator.get("/campaigns/cop-2014").text
     assert "/pause" in page and "/approve" not in page and "/cancel" not in page
+    # planned against actual, as charts: sends over time with the planned instants, status per step
+    assert 'aria-label="sends over time against the plan"' in page and page.count('<svg class="chart"') == 2
     assert "/approve" in admin.get("/campaigns/cop-2014").text
 
     assert operator.act("/campaigns/cop-2014/pause").headers["location"] == "/campaigns/cop-2014?done=paused"

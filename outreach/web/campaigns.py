@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from outreach import control, review
+from outreach.review.html import status_svg, timeline_svg
 from outreach.review.render import lag
 from outreach.web.app import web_of
 from outreach.web.auth import staff
@@ -56,8 +58,10 @@ def campaign(request: Request) -> Response:
     summary = _summary(statuses[0], stored) if statuses else None
     firing = {r.step.key: r.next_firing for s in statuses for r in s.steps}
     done = DONE.get(request.query_params.get("done", ""))
+    # the report's own charts (inline SVG, escaped where they quote anything)
+    charts = Markup(timeline_svg(report) + status_svg(report))
     return web.page(request, "campaign.html", report=report, summary=summary, firing=firing,
-                    done=done, lag=lag)  # fmt: skip
+                    done=done, lag=lag, charts=charts)  # fmt: skip
 
 
 @staff("viewer")
