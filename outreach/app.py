@@ -40,6 +40,7 @@ from outreach.ports import (
     Outbox,
     Posts,
     PostTarget,
+    Processes,
     StepInfo,
     Users,
 )
@@ -216,6 +217,13 @@ class Services:
         from outreach.db.consent import SqlConsent
 
         return SqlConsent(self.engine, self.clock, Patience(limit=10.0))
+
+    @cached_property
+    def processes(self) -> Processes:
+        """The schedulers and senders around this database, and the leadership lock."""
+        from outreach.db.processes import SqlProcesses
+
+        return SqlProcesses(self.engine)
 
     @cached_property
     def inbound(self) -> Inbound:

@@ -29,9 +29,10 @@ from outreach.ports.outbox import (
     Waiting,
 )
 from outreach.ports.posts import PostItem, PostResult, Posts, PostTarget
+from outreach.ports.processes import Lead, Processes, ProcessInfo
 from outreach.ports.staff import Consent, Unsubscribed, Users
 from outreach.ports.store import BatchOutcome, ContactStore, ContactWriter
 
 Clock = Callable[[], datetime]  # the time now, aware UTC; a rehearsal's runs faster
 
-__all__ = ["Applied", "BatchOutcome", "BounceRules", "Campaigns", "Claimed", "Clock", "Consent", "ContactStore", "ContactWriter", "DeliveryLog", "EmailChannel", "Inbound", "Outbox", "Outcome", "PostItem", "PostResult", "PostTarget", "Posts", "Recorded", "ReturnedMail", "ReturnedRecipient", "SendResult", "StepInfo", "Unsubscribed", "Users", "Waiting"]
+__all__ = ["Applied", "BatchOutcome", "BounceRules", "Campaigns", "Claimed", "Clock", "Consent", "ContactStore", "ContactWriter", "DeliveryLog", "EmailChannel", "Inbound", "Lead", "Outbox", "Outcome", "PostItem", "PostResult", "PostTarget", "Posts", "ProcessInfo", "Processes", "Recorded", "ReturnedMail", "ReturnedRecipient", "SendResult", "StepInfo", "Unsubscribed", "Users", "Waiting"]
