@@ -1,7 +1,9 @@
 """Job functions APScheduler stores by name (``outreach.jobs:fire_step``): importable,
 with plain arguments. In the process that runs the scheduler (``scheduling.start``)
-a job uses that process's services for its workspace, so it fires against the same
-database and settings; elsewhere it builds its own from the workspace's settings."""
+a job uses that process's services, so it fires against the same database and
+settings: whichever machine scheduled it (its workspace argument is the path there),
+the leader that fires it reads only the database. Elsewhere it builds its own
+services from the workspace's settings."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ def fire_step(workspace: str, campaign: str, key: str) -> str:
     from outreach.firing import fire
 
     services = _running.get(workspace)
+    if services is None and len(_running) == 1:  # the one scheduler of this process
+        services = next(iter(_running.values()))
     if services is not None:
         return services.outbox.patience.run(f"firing {key}", lambda: fire(services, campaign, key))
     from outreach.app import build

@@ -4,11 +4,13 @@ for a step it requires); ``outreach run`` runs the scheduler beside the senders.
 
 Jobs live in APScheduler's SQLAlchemyJobStore in the same database, so they survive
 restarts; the job function is importable (``outreach.jobs:fire_step``) and its id is
-``campaign:step@wave@instant``.
+``campaign:step@wave@instant``. One scheduler runs them at a time, the leader
+(``outreach.leadership``); any process may read or change them (``JobEditor``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
@@ -116,7 +119,6 @@ def _settings(plan: Plan, firing: Firing, line: Timeline) -> dict[str, Any]:
             hold_until=plan.embargo.astimezone(UTC).isoformat() if step.not_before_embargo else None,
         )  # fmt: skip
     return settings
-
 
 
 PlanCheck = Callable[[Plan], list[str]]  # a plan's check errors (checks.check_plan's)
@@ -253,22 +255,6 @@ def reschedule(services: Services, campaign_id: str, launch: str | None, wave: s
     return schedule(services, plan_file, check=check, overrides=overrides)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def record_missed(services: Services, event: JobExecutionEvent) -> None:
     campaign_id, _sep, key = event.job_id.partition(":")
     _missed(services, campaign_id, key, event.scheduled_run_time, datetime.now(UTC))
@@ -285,18 +271,6 @@ def _missed(services: Services, campaign_id: str, key: str, due: datetime, now: 
             f"({timedelta(seconds=step.settings.get('misfire_s', 3600))}); nothing was sent",
             action="reschedule",
         )  # fmt: skip
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def fire_due(services: Services, now: datetime | None = None) -> int:
@@ -361,11 +335,23 @@ def prepare(services: Services) -> None:
     editor.shutdown()
 
 
+class RunningScheduler(BackgroundScheduler):
+    """APScheduler as the leader runs it. A job may leave the shared store under it
+    (``cancel`` or ``reschedule`` in another process, between its read of the due jobs
+    and its removal of the one it ran): that is no error that may stop its thread."""
+
+    def remove_job(self, job_id: str, jobstore: str | None = None) -> None:
+        with contextlib.suppress(JobLookupError):
+            super().remove_job(job_id, jobstore)
+
+
 def start(services: Services) -> BackgroundScheduler:
-    """The running scheduler of ``outreach run``: jobs fire in its threads."""
+    """The running scheduler of the leader (``outreach run``, role scheduler or all):
+    jobs fire in its threads. Only one process runs it for a database at a time
+    (``leadership``): APScheduler 3 shares no job store between running schedulers."""
     from outreach import jobs
 
-    scheduler = BackgroundScheduler(**_options(services))
+    scheduler = RunningScheduler(**_options(services))
     scheduler.add_listener(lambda event: record_missed(services, event), EVENT_JOB_MISSED)
     jobs.serve(services)  # its jobs fire with these services (the same database)
     scheduler.start()

@@ -34,6 +34,11 @@ HINTS: dict[str, Callable[[Facts], str]] = {
     "imap_folder": lambda f: "check the folder in OUTREACH_BOUNCE_IMAP_URL and bounces.processed_folder",
     "unknown_inbound": lambda f: "outreach bounces list shows their ids",
     "inbound_not_kept": lambda f: f"outreach bounces show {f['inbound']} shows what was read from it",
+    # processes around one database (outreach run --role)
+    "scheduler_running": lambda f: "let it fire them; 'outreach run --role sender --until-idle' sends what is "
+    "due from here, and 'outreach status' lists the processes",
+    "scheduler_lock_held": lambda f: "a scheduler stopped a moment ago lets it go within seconds: try again; "
+    "'outreach status' lists the processes",
 }
 
 

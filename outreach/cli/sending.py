@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,6 +21,7 @@ from outreach.domain.campaign import parse_launch
 from outreach.domain.errors import ConfigError, InputFileError, NotFoundError, OutreachError
 from outreach.domain.sender import HINT as SENDER_HINT
 from outreach.domain.sender import sender_problem
+from outreach.leadership import Role, Timing, live_senders
 from outreach.links import loopback_link_warning
 from outreach.plans import default_campaign_id, scan_plans
 from outreach.snapshots import template_sources
@@ -69,9 +71,9 @@ def _campaign_of(services: Services, given: str | None, template: str) -> str:
 
 
 def _drain(services: Services, label: str, **options) -> None:  # type: ignore[no-untyped-def]
-    """The runner's sender in the foreground, its words on stderr with a progress bar."""
+    """The runner in the foreground, its words on stderr with a progress bar (when it sends)."""
     console = err_console()
-    bar = _progress(console) if progress_wanted() else None
+    bar = _progress(console) if progress_wanted() and options.get("role", Role.SENDER).sends else None
     task = bar.add_task(label, total=None, sent=0, failed=0, deferred=0, rate=0.0) if bar else None
 
     def show(done: dict[str, int], rate: float) -> None:
@@ -109,8 +111,9 @@ def send(
 ) -> None:
     """Send an email template to a segment now (or at --at), through the outbox.
 
-    It queues and sends, or refuses and queues nothing. With another sender running
-    (outreach run), it queues and leaves the sending to that one. Exit 0: all sent;
+    It queues and sends, or refuses and queues nothing. With a sender running for the
+    same database (outreach run, on any machine), it queues and leaves the sending to
+    that one. Exit 0: all sent;
     1: some failed; 75: some wait for a retry or a resume (keep outreach run going).
 
     Example: outreach send cop-industry --where "kind:industry sector:'mobile operator' country:FJ"
@@ -160,7 +163,8 @@ def send(
     if not yes and not typer.confirm(f"Send to {count:,} contact(s)?", err=True):
         raise typer.Exit(1)
     later = when > datetime.now(UTC)
-    lock = None if later else runner.try_sender_lock(services.settings)  # held from queuing to the end
+    # a sender running for this database (here or on another machine) sends them
+    running = [] if later else live_senders(services.processes)
     # The same send (template, audience, campaign) on the same day is the same step:
     # repeating it (after an error, or by mistake) sends nobody anything twice.
     same = hashlib.sha256(f"{template}\0{where}\0{campaign_id}".encode()).hexdigest()[:8]
@@ -180,11 +184,12 @@ def send(
     if later:
         console.print(f"due at {when:%Y-%m-%d %H:%M} UTC: 'outreach run' sends it then")
         return
-    if lock is None:
-        console.print("another outreach sender is running for this workspace: it sends them "
+    if running:
+        where = ", ".join(f"{p.host} (pid {p.pid})" for p in running[:3])
+        console.print(f"a sender is running for this database on {escape(where)}: it sends them "
                       f"(outreach log --step {escape(key)} shows them go)")  # fmt: skip
         return
-    _drain(services, f"sending {template}", lock=lock)
+    _drain(services, f"sending {template}", timing=_timing())
     _summary(services, step.id)
     _exit_status(services, step.id, key)
 
@@ -222,9 +227,15 @@ def _summary(services: Services, step_id: int) -> None:
 
 def run(
     ctx: typer.Context,
+    role: Annotated[
+        Role, typer.Option(case_sensitive=False, help="scheduler: fires jobs and settles steps, one "
+                           "active per database (the others stand by); sender: sends email and posts; "
+                           "all: both.")
+    ] = Role.ALL,
     until_idle: Annotated[
         bool, typer.Option("--until-idle", help="Stop when nothing is due (exit 75 when mail is "
-                           "left waiting for a retry, its time or a resume).")
+                           "left waiting for a retry, its time or a resume). With a scheduler role it "
+                           "takes the leadership for the run, and refuses while another scheduler leads.")
     ] = False,
     workers: Annotated[
         int | None,
@@ -232,15 +243,28 @@ def run(
     ] = None,
 ) -> None:
     """Send what is due, and keep sending as more falls due (Ctrl-C stops after the
-    messages in flight).
+    messages in flight); fire each job at its time. Any number of processes, on any
+    machines, may run around one database: each is listed by 'outreach status'.
+    Heartbeats and take-overs follow OUTREACH_HEARTBEAT_SECONDS (5),
+    OUTREACH_STANDBY_SECONDS (2) and OUTREACH_GONE_SECONDS (60).
 
-    Example: outreach run
+    Example: outreach run --role all
     """
     state: State = ctx.obj
-    _warn_links(state.services)
-    _drain(state.services, "sending", until_idle=until_idle, workers=workers, scheduler=True)
-    if until_idle:
+    if workers is not None and not role.sends:
+        raise typer.BadParameter("--workers is for the sender roles (sender, all)", param_hint="--workers")
+    timing = _timing()
+    if role.sends:
+        _warn_links(state.services)
+    label = "sending" if role.sends else "scheduling"
+    _drain(state.services, label, until_idle=until_idle, workers=workers, role=role, timing=timing)
+    if until_idle and role.sends:
         _exit_status(state.services, None)
+
+
+def _timing() -> Timing:
+    """Heartbeat, standby and gone intervals (seconds) from the environment."""
+    return Timing.from_env(os.environ)
 
 
 def _warn_links(services: Services) -> None:
