@@ -181,7 +181,9 @@ def status(
     ctx: typer.Context,
     campaign: Annotated[str | None, typer.Argument(help="Campaign id (default: all).")] = None,
 ) -> None:
-    """Approval, the next firings, and what has run.
+    """Approval, the next firings, and what has run; without a campaign, also the
+    schedulers and senders running around this database (host, pid, role, since, last
+    heartbeat, which one leads, what each holds).
 
     Example: outreach status cop-2014
     """
@@ -205,3 +207,44 @@ def status(
                 f"{row.next_firing:%Y-%m-%d %H:%M}" if row.next_firing else "-",
             )  # fmt: skip
         console.print(table)
+    if campaign is None:
+        _processes(state.services, now)
+
+
+def _processes(services: Services, now: datetime) -> None:
+    """The processes table: one line per scheduler or sender, the leader first."""
+    import os
+
+    from outreach.leadership import Timing
+    from outreach.review.status import process_rows
+
+    console = out_console()
+    rows = process_rows(services, now, Timing.from_env(os.environ).gone)
+    if not rows:
+        console.print("processes: none is running for this database ('outreach run' starts one)")
+        return
+    live = [r for r in rows if r.state == "live"]
+    leader = next((r for r in rows if r.leads), None)
+    console.print(f"[bold]processes[/]: {len(live)} live of {len(rows)}; "
+                  + (f"the scheduler leading is {escape(leader.process.host)} pid {leader.process.pid}"
+                     if leader else "no scheduler leads"))  # fmt: skip
+    table = Table()
+    for column in ("host", "pid", "role", "since (UTC)", "heartbeat", "state", "scheduler", "holds"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        p = r.process
+        schedules = p.role in ("scheduler", "all") and "worker_of" not in p.state
+        role = "leader" if r.leads else "standby" if schedules and r.state == "live" else "-"
+        sends = p.role in ("sender", "all")
+        holds = [f"sending {p.state.get('sending', 0):,}", f"sent {p.state.get('sent', 0):,}"] if sends else []
+        if role == "leader":
+            holds.insert(0, "the jobs")
+        if p.state.get("workers"):
+            holds.append(f"{p.state['workers']} workers")
+        if p.state.get("worker_of"):
+            holds.append(f"worker of pid {str(p.state['worker_of']).split(':')[-2]}")
+        if p.state.get("once"):
+            holds.append("until idle")
+        table.add_row(escape(p.host), str(p.pid), p.role, f"{p.started_at:%Y-%m-%d %H:%M:%S}",
+                      f"{r.age:.1f} s ago", r.state, role, ", ".join(holds) or "-")  # fmt: skip
+    console.print(table)

@@ -1,5 +1,5 @@
-"""Steps with their counts, campaigns with their approval and next firings, event
-wording. Set-based (one query for every step's counts, one read of the job store); the
+"""Steps with their counts, campaigns with their approval and next firings, the
+processes running around the database, event wording. Set-based (one query for every step's counts, one read of the job store); the
 CLI prints these, and a web page can show the same."""
 
 from __future__ import annotations
@@ -10,8 +10,31 @@ from typing import Any
 
 from outreach.app import Services
 from outreach.guards import approval_state, require_campaign
-from outreach.ports import StepInfo
+from outreach.ports import ProcessInfo, StepInfo
 from outreach.scheduling import make_scheduler
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """A scheduler or sender around this database, as ``status`` shows it."""
+
+    process: ProcessInfo
+    age: float  # seconds since its last heartbeat
+    state: str  # live | silent (missed three heartbeats) | gone (silent past the gone time: pruned soon)
+
+    @property
+    def leads(self) -> bool:
+        return self.state == "live" and self.process.leader
+
+
+def process_rows(services: Services, now: datetime, gone: float = 60.0) -> list[ProcessRow]:
+    """Every process in the table, leader first, with how long it has been silent."""
+    rows = []
+    for p in services.processes.listed():
+        age = p.age(now)
+        state = "live" if p.live(now) else "gone" if age > max(gone, 3 * p.every) else "silent"
+        rows.append(ProcessRow(p, age, state))
+    return rows
 
 
 @dataclass(frozen=True)
