@@ -104,7 +104,11 @@ class Presence:
         self._thread: threading.Thread | None = None
         self._failing = False
         self._lock = threading.Lock()  # one beat at a time (the thread's and a leader's own)
-        processes.register(self._info())
+        try:
+            processes.register(self._info())
+        except OutreachError as exc:  # a stalled database: the first beat that gets through registers it
+            self._failing = True
+            warn(f"cannot register this process yet ({exc.message}); trying again every {timing.heartbeat:g} s")
 
     def _said(self) -> dict[str, Any]:
         return {**self.state(), **self.facts}
