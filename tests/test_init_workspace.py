@@ -184,7 +184,7 @@ def test_init_config_help_and_version_work_anywhere(tmp_path: Path) -> None:
     assert "Example:" in cli("contacts", "count", "--help").stdout
     words = " ".join(cli("--help").stdout.replace("│", " ").split())
     assert "Commands refuse any other folder, except init, config and db" in words
-    assert "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users, serve and bounces" in words
+    assert "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users, serve, bounces, run and status" in words
     assert list(stray.iterdir()) == []
     cli("init", str(stray / "new"))
     assert (stray / "new" / "outreach.toml").is_file()
@@ -217,9 +217,10 @@ def test_an_explicit_database_lets_database_commands_run_anywhere(tmp_path: Path
     cli("contacts", "import", str(people))
     assert cli("contacts", "count").stdout.strip() == "1"
     cli("log")
+    assert "none is running for this database" in cli("status").stdout  # processes, campaigns: the database's
     assert db.exists() and list(stray.iterdir()) == []
     # commands that read the workspace's templates or plans still need one
-    for args in (["templates", "check"], ["status"], ["--rehearsal", "log"]):
+    for args in (["templates", "check"], ["--rehearsal", "log"]):
         assert NOT_A_WORKSPACE in cli(*args, ok=False).output, args
     assert list(stray.iterdir()) == []
 

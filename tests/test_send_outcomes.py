@@ -3,13 +3,14 @@ refused with nothing queued; handed to a running sender; mail left waiting."""
 
 from __future__ import annotations
 
-import fcntl
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from outreach.app import build
 from outreach.config import load_settings
+from outreach.ports import ProcessInfo
 from tests.conftest import Cli
 from tests.smtp_server import Faults, Recorder, SmtpServer
 
@@ -32,13 +33,17 @@ def _counts(ws: Path) -> dict[str, int]:
 
 def test_send_with_a_sender_running_hands_it_over_and_says_so(ws: Path) -> None:
     cli = Cli(ws)
-    lock = ws / ".outreach" / "sender.lock"
-    with lock.open("a+") as held:  # as a running 'outreach run' holds it
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        out = cli("send", "cop-industry", "--where", WHERE, "--yes").output
-        assert "queued" in out and "another outreach sender is running" in out and "error" not in out
-        queued = _counts(ws)
-        assert set(queued) == {"queued"}
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": ""}))
+    now = datetime.now(UTC)  # a sender on another machine, beating as 'outreach run' does
+    services.processes.register(ProcessInfo(id="elsewhere:4242:1", host="elsewhere", pid=4242, role="sender",
+                                            started_at=now, heartbeat_at=now, state={"every": 60}))  # fmt: skip
+    out = cli("send", "cop-industry", "--where", WHERE, "--yes").output
+    assert "queued" in out and "a sender is running for this database on elsewhere (pid 4242)" in out
+    assert "error" not in out
+    queued = _counts(ws)
+    assert set(queued) == {"queued"}
+    services.processes.remove("elsewhere:4242:1")
+    services.close()
     cli("run", "--until-idle")  # the running sender's part
     assert _counts(ws) == {"sent": queued["queued"]}
 

@@ -71,7 +71,7 @@ def root(
             help="Workspace folder (default: $OUTREACH_WORKSPACE or the current folder): one "
             "with outreach.toml, contacts/, templates/ or schedules/ ('outreach init DIR' makes "
             "one). Commands refuse any other folder, except init, config and db; with "
-            "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users, serve and bounces run anywhere.",
+            "OUTREACH_DATABASE_URL set, contacts, log, report, deliveries, pause, cancel, users, serve, bounces, run and status run anywhere.",
             file_okay=False,
         ),
     ] = None,

@@ -40,7 +40,7 @@ ANYWHERE = frozenset({"init", "config", "db"})
 # Commands that use nothing but the database: with OUTREACH_DATABASE_URL set they also
 # run outside a workspace (a machine with the shared database). Every other command
 # reads the workspace's files (templates, plans) or keeps state in its .outreach/.
-DATABASE_ONLY = frozenset({"contacts", "log", "report", "deliveries", "pause", "cancel", "users", "serve", "bounces"})
+DATABASE_ONLY = frozenset({"contacts", "log", "report", "deliveries", "pause", "cancel", "users", "serve", "bounces", "run", "status"})
 
 _ORIGIN = {
     "--workspace": "given with -w",
