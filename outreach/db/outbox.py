@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, literal, select, 
 from outreach.db import postgresql, sqlite
 from outreach.db.campaigns import SqlCampaigns
 from outreach.db.consent import record_changes
+from outreach.db.leases import SqlLeases
 from outreach.db.log import SqlLog
 from outreach.db.models import (
     contacts,
@@ -23,10 +24,11 @@ from outreach.db.models import (
 )
 from outreach.db.patience import Patience, patient
 from outreach.db.segments import where
-from outreach.domain import channels
 from outreach.domain.audience import parse
-from outreach.domain.status import DeliveryStatus
 from outreach.ports import Claimed, Outcome, StepInfo
+
+# what the event of an outcome recorded after its row was taken over says
+LATE = "recorded after its lease ran out and another sender took it over: this changed nothing"
 
 _CONTACT_COLUMNS = [
     contacts.c.email, contacts.c.name, contacts.c.organization, contacts.c.kind, contacts.c.sector,
@@ -37,9 +39,10 @@ _CONTACT_COLUMNS = [
 
 @patient
 @dataclass
-class SqlOutbox(SqlCampaigns, SqlLog):
+class SqlOutbox(SqlCampaigns, SqlLog, SqlLeases):
     """``ports.Outbox`` on any SQLAlchemy engine: campaigns and steps (SqlCampaigns), the
-    log (SqlLog), and here the deliveries' way through: materialise, claim, record."""
+    log (SqlLog), leases on claimed rows (SqlLeases), and here the deliveries' way
+    through: materialise, claim, record."""
 
     engine: Engine
     clock: Callable[[], datetime] = utcnow  # ports.Clock: a rehearsal runs on a faster one
@@ -128,37 +131,13 @@ class SqlOutbox(SqlCampaigns, SqlLog):
             start = end
         return added
 
-    def recover(self) -> int:
-        """Deliveries left ``sending`` by a sender that stopped: their outcome is
-        unknown. Email goes again (marked uncertain: the recipient may get it twice), a
-        press release is published again (the same files); an X post waits for a
-        person (``deliveries retry`` / ``mark-sent``): never posted twice blindly."""
-        with self._write() as conn, conn.begin():
-            rows = conn.execute(
-                select(deliveries.c.id, deliveries.c.step_id, steps.c.channel)
-                .join(steps, steps.c.id == deliveries.c.step_id)
-                .where(deliveries.c.status == DeliveryStatus.SENDING)
-            ).all()
-            now = self.clock()
-            for row in rows:
-                policy = channels.channel(row.channel)  # what a crash means on this channel
-                resend = policy.resend_after_crash
-                conn.execute(
-                    update(deliveries).where(deliveries.c.id == row.id).values(
-                        status=DeliveryStatus.QUEUED if resend else DeliveryStatus.UNCERTAIN,
-                        uncertain=1, due_at=now, updated_at=now,
-                    )
-                )  # fmt: skip
-                detail = {"reason": "the sender stopped while this was being sent; " + policy.after_crash}
-                if not resend:
-                    detail["decide"] = "retry or mark-sent"  # the edge names the commands or links
-                self._event(conn, row.step_id, row.id, DeliveryStatus.UNCERTAIN, detail)
-        return len(rows)
-
-    def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]:
-        """Take up to ``limit`` due deliveries of active steps: each becomes ``sending``
-        (logged) in one transaction before anything is sent. Per row, Python does as
-        little as it can: the log rows are written by one INSERT ... SELECT."""
+    def claim(self, *, channel: str, limit: int, now: datetime | None = None,
+              holder: str | None = None) -> list[Claimed]:  # fmt: skip
+        """Take up to ``limit`` due deliveries of active steps, none that another
+        process holds: each becomes ``sending`` (logged), held by ``holder`` under a
+        lease (``db.leases``), in one transaction before anything is sent. Without a
+        holder there is no lease: any take-over may take the rows. Per row, Python does
+        as little as it can: the log rows are written by one INSERT ... SELECT."""
         now = now or self.clock()
         due = (
             select(deliveries.c.id)
@@ -181,8 +160,9 @@ class SqlOutbox(SqlCampaigns, SqlLog):
             conn.execute(
                 update(deliveries)
                 .where(chosen)
-                .values(status="sending", attempts=deliveries.c.attempts + 1, updated_at=now)
-            )
+                .values(status="sending", attempts=deliveries.c.attempts + 1, updated_at=now, holder=holder,
+                        lease_until=self._lease_end() if holder else None, handed=0)
+            )  # fmt: skip
             conn.execute(
                 insert(delivery_events).from_select(
                     ["step_id", "delivery_id", "at", "event", "detail"],
@@ -194,31 +174,37 @@ class SqlOutbox(SqlCampaigns, SqlLog):
             )  # fmt: skip
             return self._sql.claimed(conn, ids, _CONTACT_COLUMNS)
 
-    def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Write what happened to claimed deliveries, each with its log event."""
+    def record(self, outcomes: Sequence[Outcome], *, holder: str | None = None) -> None:
+        """Write what happened to claimed deliveries, each with its log event, in one
+        transaction: the rows first, in id order (locked in that order on PostgreSQL),
+        then the events, then the contacts that bounced (in id order), so that two
+        senders recording at once never deadlock. With ``holder``, only rows it still
+        holds change; an outcome of a row another sender took over (its lease ran out)
+        is logged as late and changes nothing."""
         if not outcomes:
             return
         now = self.clock()
+        ordered = sorted(outcomes, key=lambda o: o.delivery_id)
+        ids = [o.delivery_id for o in ordered]
         with self._write() as conn, conn.begin():
-            self._sql.record(conn, outcomes, now)
-            self._bounced(conn, outcomes, now)
-            self._flags(conn, outcomes)
-
-    @staticmethod
-    def _flags(conn: Connection, outcomes: Sequence[Outcome]) -> None:
-        """The rare case, kept off the hot path: an attempt whose outcome is unknown
-        marks its delivery uncertain (every retry says so). ``attempts`` stays the
-        number of claims: the sender tells spent attempts from free ones (its step
-        paused, the relay refused us) by the log, for deliveries claimed before."""
-        unknown = [o.delivery_id for o in outcomes if o.event == DeliveryStatus.UNCERTAIN]
-        if unknown:
-            conn.execute(update(deliveries).where(deliveries.c.id.in_(unknown)).values(uncertain=1))
+            late: set[int] = set()
+            if holder is not None or self._sql is postgresql:
+                held = [deliveries.c.holder == holder, deliveries.c.status == "sending"] if holder else []
+                mine = set(conn.execute(self._sql.lock_rows(
+                    select(deliveries.c.id).where(deliveries.c.id.in_(ids), *held).order_by(deliveries.c.id)
+                )).scalars())  # fmt: skip
+                late = set(ids) - mine if holder is not None else set()
+            self._sql.record(conn, ordered, now, late, LATE)
+            self._bounced(conn, ordered, now)
 
     @staticmethod
     def _bounced(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
         """Addresses that do not exist: their contacts become bounced."""
-        bounced = [o.contact_id for o in outcomes if o.bounce]
+        bounced = sorted({o.contact_id for o in outcomes if o.bounce and o.contact_id is not None})
         if bounced:
+            sql = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(sql.lock_rows(select(contacts.c.id).where(contacts.c.id.in_(bounced))
+                                       .order_by(contacts.c.id)))  # fmt: skip
             clause = contacts.c.id.in_(bounced) & (contacts.c.status == "active")
             record_changes(conn, clause, "bounced", via="bounce", at=now,
                            reason="the relay refused the address")  # fmt: skip

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select, update
@@ -15,6 +15,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
 from outreach.db.patience import Patience, patient
 from outreach.domain.errors import NotFoundError, OutreachError
+from outreach.identity import LEASE_SECONDS
 from outreach.ports import PostItem, StepInfo
 
 
@@ -50,9 +51,12 @@ class SqlPosts:
                 added += 1
         return added
 
-    def claim(self, *, channels: Sequence[str], now: datetime | None = None) -> PostItem | None:
-        """The next due post or release whose thread may go on, marked ``sending``
-        (logged) before it is posted."""
+    def claim(self, *, channels: Sequence[str], now: datetime | None = None,
+              holder: str | None = None) -> PostItem | None:  # fmt: skip
+        """The next due post or release whose thread may go on and that no other
+        process holds (SKIP LOCKED on PostgreSQL; SQLite has one writer at a time),
+        marked ``sending`` (logged), held by ``holder`` under a lease (``db.leases``),
+        before it is posted. Without a holder there is no lease: any take-over may take it."""
         now = now or self.clock()
         prev = deliveries.alias("prev")
         parts = (select(func.count()).where(deliveries.c.step_id == steps.c.id,
@@ -72,13 +76,17 @@ class SqlPosts:
             .order_by(deliveries.c.due_at, deliveries.c.step_id, deliveries.c.part)
             .limit(1)
         )  # fmt: skip
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=deliveries)
+        lease = self.clock() + timedelta(seconds=LEASE_SECONDS) if holder else None
         with self._write() as conn, conn.begin():
             row = conn.execute(query).first()
             if row is None:
                 return None
             attempts = row.attempts + 1
             conn.execute(update(deliveries).where(deliveries.c.id == row.id)
-                         .values(status="sending", attempts=attempts, updated_at=now))  # fmt: skip
+                         .values(status="sending", attempts=attempts, updated_at=now, holder=holder,
+                                 lease_until=lease, handed=0))  # fmt: skip
             conn.execute(insert(delivery_events).values(
                 step_id=row.step_id, delivery_id=row.id, at=now, event="sending",
                 detail={"attempt": attempts, "part": row.part},

@@ -1,10 +1,12 @@
 """SQLite's own SQL for the outbox's hot paths: rows handed to the driver as they are
-(SQLAlchemy's per-row parameter handling costs more than the writes)."""
+(SQLAlchemy's per-row parameter handling costs more than the writes). A writer holds
+the whole database (BEGIN IMMEDIATE), so claims never collide and nothing deadlocks:
+no row locks to take."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import Connection, Select
@@ -35,22 +37,36 @@ def claimed(conn: Connection, ids: Sequence[int], columns: Sequence) -> list[Cla
             for r in rows]  # fmt: skip
 
 
-def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+def record(conn: Connection, outcomes: Sequence[Outcome], now: datetime,
+           late: Collection[int] = (), late_note: str = "") -> None:  # fmt: skip
     """``record`` on SQLite: the same rows, given to the driver as they are (the
     times and JSON converted by the columns' own types, once per value), since
-    SQLAlchemy's per-row parameter handling costs more than the writes."""
+    SQLAlchemy's per-row parameter handling costs more than the writes. Outcomes of
+    ``late`` rows (another sender has them now) change no row; their events say so."""
     time_, json_ = _processors(conn)
     stamp = time_(now)
-    conn.exec_driver_sql(
-        "UPDATE deliveries SET status = ?, due_at = ?, message_id = ?, last_error = ?, updated_at = ? "
-        "WHERE id = ?",
-        [(o.status, time_(o.next_attempt) if o.next_attempt else stamp, o.message_id, o.error,
-          stamp, o.delivery_id) for o in outcomes],
-    )  # fmt: skip
+    rows = [(o.status, time_(o.next_attempt) if o.next_attempt else stamp, o.message_id, o.error,
+             stamp, int(o.event == "uncertain"), o.delivery_id) for o in outcomes if o.delivery_id not in late]  # fmt: skip
+    if rows:
+        conn.exec_driver_sql(
+            "UPDATE deliveries SET status = ?, due_at = ?, message_id = ?, last_error = ?, updated_at = ?, "
+            "lease_until = NULL, uncertain = MAX(uncertain, ?) WHERE id = ?", rows,
+        )  # fmt: skip
     conn.exec_driver_sql(
         "INSERT INTO delivery_events (step_id, delivery_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
-        [(o.step_id, o.delivery_id, stamp, o.event, json_(o.detail)) for o in outcomes],
-    )
+        [(o.step_id, o.delivery_id, stamp, o.event,
+          json_({**o.detail, "late": late_note} if o.delivery_id in late else o.detail)) for o in outcomes],
+    )  # fmt: skip
+
+
+def hand(conn: Connection, ids: Sequence[int], holder: str, until: datetime) -> set[int]:
+    """``hand`` on SQLite, straight to the driver: it runs once per window of messages."""
+    time_, _json = _processors(conn)
+    rows = conn.exec_driver_sql(
+        f"UPDATE deliveries SET handed = 1, lease_until = ? WHERE id IN ({', '.join('?' * len(ids))}) "
+        "AND holder = ? AND status = 'sending' RETURNING id", (time_(until), *ids, holder),
+    )  # fmt: skip
+    return {r[0] for r in rows}
 
 
 def _processors(conn: Connection) -> tuple[Callable, Callable]:  # type: ignore[type-arg]
@@ -62,3 +78,7 @@ def _processors(conn: Connection) -> tuple[Callable, Callable]:  # type: ignore[
 
 def lock_due(due: Select) -> Select:  # type: ignore[type-arg]
     return due  # a writer holds the whole database (BEGIN IMMEDIATE)
+
+
+def lock_rows(query: Select, *, skip: bool = False) -> Select:  # type: ignore[type-arg]
+    return query  # likewise

@@ -120,7 +120,19 @@ class DeliveryLog(Protocol):
     def sent_per_bucket(self, campaign: str, seconds: int) -> list[tuple[datetime, int]]: ...
 
 
-class Outbox(Campaigns, DeliveryLog, Protocol):
+class Leases(Protocol):
+    """Who holds a claimed (``sending``) delivery, and until when. A holder is a
+    process's id (``identity.process_id``); its lease lasts ``identity.LEASE_SECONDS``
+    unless renewed. Only an expired lease (or a row claimed without a holder, as
+    before leases) is taken over; a live sender's rows never are."""
+
+    def recover(self, *, by: str | None = None) -> int: ...  # take over expired leases (not ``by``'s own)
+    def renew(self, holder: str) -> int: ...  # every ``sending`` row of the holder: a fresh lease
+    def hand(self, delivery_ids: Sequence[int], holder: str) -> set[int]: ...  # handed=1; those still held
+    def held_until(self, channels: Sequence[str], *, by: str) -> datetime | None: ...  # others' latest lease
+
+
+class Outbox(Campaigns, DeliveryLog, Leases, Protocol):
     """Deliveries on their way: materialised from a step's audience, claimed, recorded."""
 
     patience: Waiting  # how long a stalled database is waited out
@@ -128,9 +140,26 @@ class Outbox(Campaigns, DeliveryLog, Protocol):
     def materialize(self, step: StepInfo, *, batch: int = 20_000,
                     exclude_steps: Sequence[int] = ()) -> int: ...  # fmt: skip
     def skip_pending(self, step_id: int, reason: str) -> int: ...
-    def recover(self) -> int: ...
-    def claim(self, *, channel: str, limit: int, now: datetime | None = None) -> list[Claimed]: ...
-    def record(self, outcomes: Sequence[Outcome]) -> None: ...
+    def claim(self, *, channel: str, limit: int, now: datetime | None = None,
+              holder: str | None = None) -> list[Claimed]: ...  # fmt: skip
+    def record(self, outcomes: Sequence[Outcome], *, holder: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limit:
+    """At most ``count`` in any ``per`` seconds, for every process of the deployment
+    (``name``: "email:second", "email:hour", "x:15min", "step:12:second" ...)."""
+
+    name: str
+    count: float
+    per: float
+
+
+class Rates(Protocol):
+    """Rate limits shared by every sender process, kept in the database."""
+
+    # up to ``want`` units within every limit at once: (granted, seconds until more may be)
+    def take(self, limits: Sequence[Limit], want: int) -> tuple[int, float]: ...
 
 
 @dataclass(frozen=True)
