@@ -24,13 +24,14 @@ from outreach.db.models import utcnow
 from outreach.db.outbox import SqlOutbox
 from outreach.db.patience import Patience
 from outreach.db.posts import SqlPosts
+from outreach.db.rates import SqlRates
 from outreach.dispatch import Dispatcher, Stats
 from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, parse_launch
 from outreach.domain.errors import ConfigError, OutreachError
 from outreach.links import Links
 from outreach.plans import scan_plans
-from outreach.policy import SendPolicy
+from outreach.policy import SendPolicy, shared_limiters
 from outreach.ports import (
     Clock,
     Consent,
@@ -44,7 +45,7 @@ from outreach.ports import (
     StepInfo,
     Users,
 )
-from outreach.posting import Poster
+from outreach.posting import X_LIMITS, Poster
 from outreach.templating import TemplateLibrary
 
 if TYPE_CHECKING:  # review reads the services: imported where it is used
@@ -117,7 +118,13 @@ class Services:
         return targets
 
     def poster(self, *, local: bool = False) -> Poster:
-        return Poster(self.posts, self.outbox, targets=self.post_targets(local=local), clock=self.clock)
+        from outreach.channels.x import XApi
+
+        targets = self.post_targets(local=local)
+        # X's limits are the account's, shared by every process posting to it; a stand-in has none
+        limits = {"x": X_LIMITS} if isinstance(targets.get("x"), XApi) else {}
+        rates = SqlRates(self.engine, self.clock, self.posts.patience) if limits else None  # type: ignore[arg-type]
+        return Poster(self.posts, self.outbox, targets=targets, clock=self.clock, rates=rates, limits=limits)
 
     @cached_property
     def templates(self) -> TemplateLibrary:
@@ -192,9 +199,12 @@ class Services:
     def dispatcher(self, channel: EmailChannel, *,
                    on_progress: Callable[[Stats], None] | None = None) -> Dispatcher:  # fmt: skip
         s = self.settings
-        # A relay's limits do not apply to the local Maildir target.
+        # A relay's limits do not apply to the local Maildir target; a relay's are the
+        # deployment's, shared by every sender process through the database.
         per_second = 100_000.0 if channel.local else s.rate_per_second
         per_hour = 10**9 if channel.local else s.rate_per_hour
+        limits = None if channel.local else shared_limiters(
+            SqlRates(self.engine, self.clock, self.outbox.patience))  # type: ignore[arg-type]
         return Dispatcher(
             self.outbox, self.templates, channel,
             campaign_for=self.campaign,
@@ -203,6 +213,7 @@ class Services:
             policy=SendPolicy(per_second=per_second, per_hour=per_hour),
             on_progress=on_progress, clock=self.clock, library_for=self.library_for,
             envelope=envelope_for(s),  # the bounce address (per delivery with VERP), or From
+            limits=limits,
         )  # fmt: skip
 
     # -- staff, consent and returned mail ------------------------------------------------

@@ -1,13 +1,19 @@
 """The outbox's two halves: a step's audience becomes delivery rows
 (``materialize``), and the sender loop turns due rows into sent, logged email.
 
-The loop claims a batch (each row ``sending`` and logged before anything leaves),
-checks each contact again (someone who unsubscribed since is skipped), renders,
-sends over the channel's pooled connections within the rate limit, and records
-every outcome with its event. A process killed at any instant leaves ``sending``
-rows, which the next start sends again and marks uncertain: nothing is lost, and
-every possible duplicate is in the log. So does a message sent whole whose reply
-never came (``uncertain``): the retry that sends it again is labelled.
+The loop claims a batch under its holder's lease (each row ``sending`` and logged
+before anything leaves; ``db.leases``), and works through it in windows of about
+what the rate sends in ``WINDOW_SECONDS`` (at least one, at most a message per
+connection): it checks each contact again (someone who unsubscribed since is
+skipped), renders, waits for the rate limits (shared by every sender process), marks
+the window ``handed`` in one write, and only then gives those messages to the
+server. Each outcome is recorded within about 0.1 s of its reply, group-committed
+(``recorder``). A process killed at any instant leaves ``sending`` rows that a
+survivor (or the next start) takes over once their lease has expired: those never
+handed go back to the queue unmarked; those handed go again, marked uncertain.
+Nothing is lost, and every possible duplicate is in the log. So does a message sent
+whole whose reply never came (``uncertain``): the retry that sends it again is
+labelled.
 
 A refusal counts against what it refuses. Only a recipient-specific answer to RCPT
 bounces a contact; a relay that refuses us (at connect, EHLO, AUTH, MAIL FROM, or
@@ -20,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
@@ -33,11 +37,15 @@ from outreach.domain.errors import OutreachError, TemplateError
 from outreach.domain.mime import StepHeaders, build, message_id
 from outreach.domain.render import EmailTemplate
 from outreach.domain.sender import parse_sender
-from outreach.policy import RateLimiter, SendPolicy, backoff
-from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, SendResult, StepInfo
+from outreach.identity import LEASE_SECONDS, process_id
+from outreach.policy import Limiter, LimiterFor, RateLimiter, SendPolicy
+from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, StepInfo
+from outreach.recorder import OutcomeWriter, Waits, cap_for
+from outreach.replies import Replies, StepState
 from outreach.templating import TemplateLibrary, render_values, variant_language
 
 UrlsFor = Callable[[str, str, int], dict[str, str]]  # (campaign, step key, contact id) -> urls
+WINDOW_SECONDS = 0.1  # a window is about what the rate sends in this long
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Stats:
     deferred: int = 0
     skipped: int = 0
     started: float = field(default_factory=time.monotonic)
+    recorded: Waits = field(default_factory=Waits)  # how long outcomes waited to be committed
 
     @property
     def rate(self) -> float:
@@ -54,23 +63,7 @@ class Stats:
         return self.sent / elapsed if elapsed > 0 else 0.0
 
 
-@dataclass
-class _Step:
-    info: StepInfo
-    campaign: CampaignInfo
-    headers: StepHeaders
-    variants: dict
-    limiter: RateLimiter | None = None  # the step's own limits, within the channel's
-    failures_in_a_row: int = 0
-    permanent_in_a_row: int = 0
-    run_key: str | None = None  # the permanent reply of the last recipients in a row...
-    run_ids: list[int] = field(default_factory=list)  # ...and their deliveries
-    refusal: str | None = None  # the reply that paused the step: held while in flight
-    files: dict = field(default_factory=dict)  # language -> the variant it gets
-    library: TemplateLibrary | None = None  # the templates the step was scheduled with
-
-
-class Dispatcher:
+class Dispatcher(Replies):
     def __init__(
         self,
         outbox: Outbox,
@@ -86,6 +79,8 @@ class Dispatcher:
         on_progress: Callable[[Stats], None] | None = None,
         library_for: Callable[[StepInfo], TemplateLibrary] | None = None,
         envelope: Callable[[int], str] | None = None,
+        holder: str | None = None,
+        limits: LimiterFor | None = None,
     ) -> None:
         self.outbox = outbox
         self.library = library
@@ -103,33 +98,76 @@ class Dispatcher:
         self.clock = clock or _utcnow
         self.on_progress = on_progress
         self.stats = Stats()
-        self._steps: dict[int, _Step] = {}
+        self._steps: dict[int, StepState] = {}
         self._held: set[int] = set()  # failed in this batch by a reply found to be the relay's
         self._again: set[int] = set()  # held before: their own reply decides now
-        self.limiter = RateLimiter(self.policy.per_second, self.policy.per_hour)
+        # who holds what this sender claims (a forked worker is another process)
+        self.holder = holder or process_id()
+        # rate limits by name: shared by the deployment's senders (the database), or
+        # None: this process's own (a policy without a database, the local target)
+        self.limits = limits
+        self.limiter: Limiter = RateLimiter(self.policy.per_second, self.policy.per_hour)
+        self._writer: OutcomeWriter | None = None
+        self._done: list[Outcome] = []  # the outcomes of the batch in hand
+        self._back: dict[int, Outcome] = {}  # failures that may yet turn out the relay's
 
     # -- the loop ----------------------------------------------------------------------
     async def run(self, *, stop: asyncio.Event | None = None, until_idle: bool = False,
                   poll: float = 1.0, recover: bool = True) -> Stats:  # fmt: skip
         """Send until ``stop`` is set (finishing the batch in hand), or with
-        ``until_idle`` until nothing is due now. ``recover`` first resolves what a
-        stopped sender left ``sending``; only the first of several senders does."""
+        ``until_idle`` until nothing is due now and no other sender holds any (a dead
+        sender's rows are taken over once their lease expires). ``recover`` first
+        takes over what stopped senders left ``sending``. Meanwhile this sender's
+        leases are renewed, and expired ones taken over when idle and every lease."""
         stop = stop or asyncio.Event()
         if recover:
-            self.outbox.recover()
-        since = self.clock() - timedelta(hours=1)
-        self.limiter = RateLimiter(
-            self.policy.per_second, self.policy.per_hour, self.outbox.sent_since("email", since)
-        )
-        while not stop.is_set():
-            done = await self.run_batch()
-            if done:
-                continue
-            if until_idle:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+            await asyncio.to_thread(self.outbox.recover, by=self.holder)
+        if self.limits is None:
+            since = self.clock() - timedelta(hours=1)
+            self.limiter = RateLimiter(self.policy.per_second, self.policy.per_hour,
+                                       self.outbox.sent_since("email", since))  # fmt: skip
+        else:
+            self.limiter = self.limits("email", self.policy.per_second, self.policy.per_hour)
+        self._writer = self._new_writer()
+        keeper = asyncio.create_task(self._keep_leases())
+        taken_over = time.monotonic()
+        try:
+            while not stop.is_set():
+                if keeper.done():
+                    keeper.result()  # an error renewing: raised here
+                done = await self.run_batch()
+                if done and time.monotonic() - taken_over < LEASE_SECONDS:
+                    continue
+                taken_over = time.monotonic()  # idle, or a lease since the last look
+                if await asyncio.to_thread(self.outbox.recover, by=self.holder) or done:
+                    continue
+                wait = poll
+                if until_idle:
+                    until = await asyncio.to_thread(self.outbox.held_until, ["email"], by=self.holder)
+                    if until is None:
+                        break
+                    wait = min(poll, max(0.05, (until - self.clock()).total_seconds() + 0.05))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+        finally:
+            keeper.cancel()
+            writer, self._writer = self._writer, None
+            await writer.close()
         return self.stats
+
+    async def _keep_leases(self) -> None:
+        """This sender's ``sending`` rows keep a live lease while it runs."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            await asyncio.to_thread(self.outbox.renew, self.holder)
+
+    def _new_writer(self) -> OutcomeWriter:
+        writer = OutcomeWriter(self._record, cap=cap_for(self.channel.size)).start()
+        writer.waits = self.stats.recorded
+        return writer
+
+    def _record(self, outcomes: Sequence[Outcome]) -> None:
+        self.outbox.record(outcomes, holder=self.holder)
 
     @property
     def batch(self) -> int:
@@ -137,46 +175,131 @@ class Dispatcher:
         enough that a stopped sender leaves little unsent in hand."""
         return self.policy.batch or min(500, max(50, 25 * self.channel.size))
 
+    @property
+    def window(self) -> int:
+        """Messages marked handed in one write, then given to the server: about what
+        the rate sends in ``WINDOW_SECONDS``, at least one, at most one a connection."""
+        return max(1, min(self.channel.size, int(self.policy.per_second * WINDOW_SECONDS)))
+
     async def run_batch(self) -> int:
-        claimed = self.outbox.claim(channel="email", limit=self.batch, now=self.clock())
+        if self._writer is not None:
+            return await self._batch(self._writer)
+        writer = self._writer = self._new_writer()  # called alone: outcomes recorded on return
+        try:
+            return await self._batch(writer)
+        finally:
+            self._writer = None
+            await writer.close()
+
+    async def _batch(self, writer: OutcomeWriter) -> int:
+        claimed = await asyncio.to_thread(self.outbox.claim, channel="email", limit=self.batch,
+                                          now=self.clock(), holder=self.holder)  # fmt: skip
         if not claimed:
             return 0
         for step_id in {c.step_id for c in claimed}:  # claimed, so active again (resumed): afresh
             if step_id in self._steps and self._steps[step_id].info.status != "active":
                 del self._steps[step_id]
         claimed = [self._with_history(c) if c.attempts > 1 else c for c in claimed]
-        semaphore = asyncio.Semaphore(self.channel.size)
+        self._done = []
+        slots = asyncio.Semaphore(self.channel.size)
+        waiting = _Unstarted()
         broken: dict[int, str] = {}  # steps that cannot be prepared: they fail alone
-
-        async def one(item: Claimed) -> Outcome:
-            try:
-                self._step(item.step_id)
-            except OutreachError as exc:
-                broken[item.step_id] = exc.message
-                return self._outcome(item, "failed", {"reason": f"the step cannot be sent: {exc.message}"},
-                                     error=exc.message)  # fmt: skip
-            async with semaphore:
-                try:
-                    return await self._deliver(item)
-                except OutreachError as exc:
-                    return self._outcome(item, "failed", {"reason": exc.message}, error=exc.message)
-
-        outcomes = await asyncio.gather(*(one(c) for c in claimed))
-        if self._held:
-            outcomes = [self._hold(o) if o.delivery_id in self._held and o.status == "failed" else o
-                        for o in outcomes]  # fmt: skip
-            self._held.clear()
-        self._again.clear()
-        self.outbox.record(outcomes)
+        sends: list[asyncio.Task[None]] = []
+        for start in range(0, len(claimed), self.window):
+            ready = []  # rendered while the window before is in flight
+            for item in claimed[start : start + self.window]:
+                prepared = self._prepare(item, broken)
+                if isinstance(prepared, Outcome):
+                    self._settle(prepared)
+                else:
+                    ready.append(prepared)
+            for r in ready:
+                if r.step.limiter is not None:
+                    await r.step.limiter.acquire()
+                await self.limiter.acquire()
+            await waiting.none()  # the window before is on its way (each on a connection)
+            ready = [r for r in ready if self._still_active(r)]
+            if not ready:
+                continue
+            await writer.room()
+            mine = await asyncio.to_thread(self.outbox.hand, [r.item.delivery_id for r in ready], self.holder)
+            for r in ready:  # a row taken over meanwhile is another sender's: it does not go
+                if r.item.delivery_id in mine:
+                    waiting.add()
+                    sends.append(asyncio.create_task(self._send(r, slots, waiting)))
+        await asyncio.gather(*sends)
+        self._release(everything=True)
+        await writer.flush()
         for step_id, reason in broken.items():
             self.outbox.set_step_status(step_id, "failed", f"cannot be sent: {reason}")
             self.outbox.skip_pending(step_id, f"not sent: the step failed ({reason})")
-        self._count(outcomes)
+        self._count(self._done)
         return len(claimed)
 
+    def _still_active(self, r: _Ready) -> bool:
+        """After the wait for the rate: a step paused meanwhile holds its messages."""
+        if r.step.info.status == "active":
+            return True
+        self._settle(self._outcome(r.item, "deferred", {"reason": f"step {r.step.info.status}",
+                                                        "counts_as_attempt": False},
+                                   next_attempt=self.clock()))  # fmt: skip
+        return False
+
+    async def _send(self, r: _Ready, slots: asyncio.Semaphore, waiting: _Unstarted) -> None:
+        async with slots:
+            waiting.started()
+            try:
+                result = await self.channel.send(r.mail_from, r.item.contact.email, r.compose)
+                outcome = self._result(r.item, r.step, result, r.msg_id)
+            except OutreachError as exc:
+                outcome = self._outcome(r.item, "failed", {"reason": exc.message}, error=exc.message)
+        self._settle(outcome)
+
+    def _settle(self, outcome: Outcome) -> None:
+        """To the writer, except a failure in a run of the same permanent reply (it may
+        yet turn out to be the relay's and be held instead): that waits for the run's end."""
+        step = self._steps.get(outcome.step_id)
+        if outcome.status == "failed" and step is not None and outcome.delivery_id in step.run_ids:
+            self._back[outcome.delivery_id] = outcome
+        else:
+            self._write(outcome)
+        if self._back:
+            self._release()
+
+    def _release(self, *, everything: bool = False) -> None:
+        for delivery_id, outcome in list(self._back.items()):
+            step = self._steps.get(outcome.step_id)
+            if delivery_id in self._held:
+                self._write(self._hold(outcome))
+            elif everything or step is None or delivery_id not in step.run_ids:
+                self._write(outcome)
+            else:
+                continue
+            del self._back[delivery_id]
+        if everything:
+            self._held.clear()
+            self._again.clear()
+
+    def _write(self, outcome: Outcome) -> None:
+        self._done.append(outcome)
+        assert self._writer is not None
+        self._writer.add(outcome)
+
     # -- one delivery ------------------------------------------------------------------
-    async def _deliver(self, item: Claimed) -> Outcome:
-        step = self._step(item.step_id)
+    def _prepare(self, item: Claimed, broken: dict[int, str]) -> Outcome | _Ready:
+        """The message for one delivery, ready to go; or its outcome (skipped, failed)."""
+        try:
+            step = self._step(item.step_id)
+        except OutreachError as exc:
+            broken[item.step_id] = exc.message
+            return self._outcome(item, "failed", {"reason": f"the step cannot be sent: {exc.message}"},
+                                 error=exc.message)  # fmt: skip
+        try:
+            return self._render(item, step)
+        except OutreachError as exc:
+            return self._outcome(item, "failed", {"reason": exc.message}, error=exc.message)
+
+    def _render(self, item: Claimed, step: StepState) -> Outcome | _Ready:
         contact = item.contact
         if contact.status != "active":
             return self._outcome(item, "skipped", {"reason": f"contact is {contact.status} (checked at send time)"})
@@ -209,111 +332,10 @@ class Dispatcher:
                 eight_bit=eight_bit, utf8=utf8,
             )  # fmt: skip
 
-        if step.limiter is not None:
-            await step.limiter.acquire()
-        await self.limiter.acquire()
         mail_from = self.envelope(item.delivery_id) if self.envelope else step.headers.sender
-        result = await self.channel.send(mail_from, contact.email, compose)
-        return self._result(item, step, result, msg_id)
+        return _Ready(item, step, compose, msg_id, mail_from)
 
-    def _result(self, item: Claimed, step: _Step, result: SendResult, msg_id: str) -> Outcome:
-        detail = {"code": result.code, "reply": result.text, "duration_ms": result.duration_ms,
-                  "message_id": msg_id, "attempt": item.attempts}  # fmt: skip
-        if item.uncertain:
-            detail["uncertain"] = True
-            detail["reason"] = "sent again after an attempt whose outcome is unknown: it may arrive twice"
-        if result.ok:
-            step.failures_in_a_row = step.permanent_in_a_row = 0
-            step.run_key, step.run_ids, step.refusal = None, [], None
-            return self._outcome(item, "sent", detail, message_id=msg_id)
-        if result.stage:  # the command the reply answers
-            detail["stage"] = result.stage
-        key = _reply_key(result, item.contact.email) if result.permanent else None
-        if result.refused or (key is not None and key == step.refusal):
-            return self._refused(item, step, result, detail, held=key is not None and key == step.refusal)
-        if key is not None and not result.bounce and item.delivery_id not in self._again:
-            if key != step.run_key:
-                step.run_key, step.run_ids = key, []
-            step.run_ids.append(item.delivery_id)
-            if len(step.run_ids) >= self.policy.same_reply:
-                step.refusal = key
-                self._held.update(step.run_ids)
-                return self._refused(item, step, result, detail, same=len(step.run_ids), held=True)
-        self._spend(step, result)
-        if result.permanent:
-            if result.bounce:
-                detail["bounce"] = "the address does not exist: the contact is marked bounced"
-            return self._outcome(item, "failed", detail, error=result.text, bounce=result.bounce)
-        event = "uncertain" if result.uncertain else "deferred"
-        if result.uncertain:
-            detail["reason"] = ("the message was sent whole but no reply came: the server may have "
-                                "taken it, and the next attempt may deliver it twice")  # fmt: skip
-        if item.attempts >= self.policy.max_attempts:
-            detail["reason"] = f"gave up after {item.attempts} attempts" + (
-                "; the last may have been delivered" if result.uncertain else "")
-            return self._outcome(item, "failed", detail, error=result.text,  # logged uncertain if it was
-                                 event="uncertain" if result.uncertain else "failed")  # fmt: skip
-        next_attempt = self.clock() + backoff(item.attempts, self.policy)
-        detail["next_attempt"] = next_attempt.isoformat()
-        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=next_attempt, event=event)
-
-    def _spend(self, step: _Step, result: SendResult) -> None:
-        """One more failure in a row; the error budget spent, the step pauses."""
-        step.failures_in_a_row += 1
-        step.permanent_in_a_row += result.permanent
-        if step.failures_in_a_row < self.policy.error_budget or step.info.status != "active":
-            return
-        n, permanent = step.failures_in_a_row, step.permanent_in_a_row
-        kind = "temporary failures" if not permanent else f"failures ({permanent} permanent)"
-        reason = f"{n} {kind} in a row (last: {result.text}); the relay looks down or refuses this mail"
-        self.outbox.set_step_status(step.info.id, "paused", reason, action="resume")
-        step.info = self.outbox.step(step.info.id)
-
-    def _refused(self, item: Claimed, step: _Step, result: SendResult, detail: dict, *, same: int = 0,
-                 held: bool = False) -> Outcome:  # fmt: skip
-        """The relay refuses us, not this recipient: the step pauses with its words; this
-        delivery waits for ``outreach resume``, its attempt not spent."""
-        words = f"{result.code or ''} {result.text}".strip()
-        why = f"the same reply for {same} recipients in a row" if same else _STAGES.get(result.stage, result.stage)
-        if step.info.status == "active":
-            self.outbox.set_step_status(step.info.id, "paused", (
-                f"the relay refuses us: {words} ({why}); nobody was failed for it"), action="resume")  # fmt: skip
-            step.info = self.outbox.step(step.info.id)
-        detail.update(reason=f"held: the relay refuses us ({why}); not an attempt", counts_as_attempt=False)
-        if held:  # the next time, this delivery's own reply decides
-            detail["held"] = "same reply"
-        return self._outcome(item, "deferred", detail, error=result.text, next_attempt=self.clock())
-
-    def _hold(self, outcome: Outcome) -> Outcome:
-        """A failure of this batch that turned out to be the relay's: held instead."""
-        detail = {**outcome.detail, "reason": "held: the relay refuses us (the same reply for many "
-                  "recipients in a row); not an attempt", "counts_as_attempt": False, "held": "same reply"}  # fmt: skip
-        return dataclasses.replace(outcome, status="deferred", event="deferred", detail=detail,
-                                   bounce=False, next_attempt=self.clock())  # fmt: skip
-
-    def _with_history(self, item: Claimed) -> Claimed:
-        """A delivery tried before, with the attempts it has spent (a claim deferred
-        because its step paused, or held for the relay's refusal, is none) and whether
-        an earlier attempt may have delivered it."""
-        events = self.outbox.events(delivery_id=item.delivery_id, limit=1000)
-        claims = sum(1 for e in events if e["event"] == "sending") or item.attempts  # one per claim
-        free = sum(1 for e in events if e["detail"].get("counts_as_attempt") is False)
-        if any(e["detail"].get("held") for e in events):
-            self._again.add(item.delivery_id)
-        uncertain = item.uncertain or any(e["event"] == "uncertain" for e in events)
-        return dataclasses.replace(item, attempts=max(1, claims - free), uncertain=uncertain)
-
-    @staticmethod
-    def _outcome(item: Claimed, status: str, detail: dict, *, message_id: str | None = None,
-                 error: str | None = None, next_attempt: datetime | None = None,
-                 bounce: bool = False, event: str | None = None) -> Outcome:  # fmt: skip
-        return Outcome(
-            delivery_id=item.delivery_id, step_id=item.step_id, contact_id=item.contact.id,
-            status=status, event=event or status, detail=detail, message_id=message_id, error=error,
-            next_attempt=next_attempt, bounce=bounce,
-        )  # fmt: skip
-
-    def _step(self, step_id: int) -> _Step:
+    def _step(self, step_id: int) -> StepState:
         if step_id not in self._steps:
             info = self.outbox.step(step_id)
             campaign = self.campaign_for(info.campaign)
@@ -326,11 +348,11 @@ class Dispatcher:
             _kind, variants = library.variants(info.template, "email")
             limiter = None
             if "per_second" in info.settings or "per_hour" in info.settings:
-                limiter = RateLimiter(
-                    float(info.settings.get("per_second", self.policy.per_second)),
-                    int(info.settings.get("per_hour", self.policy.per_hour)),
-                )
-            self._steps[step_id] = _Step(info, campaign, headers, variants, limiter, library=library)
+                per_second = float(info.settings.get("per_second", self.policy.per_second))
+                per_hour = int(info.settings.get("per_hour", self.policy.per_hour))
+                limiter = (RateLimiter(per_second, per_hour) if self.limits is None
+                           else self.limits(f"step:{step_id}", per_second, per_hour))  # fmt: skip
+            self._steps[step_id] = StepState(info, campaign, headers, variants, limiter, library=library)
         return self._steps[step_id]
 
     def _count(self, outcomes: list[Outcome]) -> None:
@@ -341,15 +363,36 @@ class Dispatcher:
             self.on_progress(self.stats)
 
 
-_STAGES = {"connect": "when we connect", "EHLO": "at EHLO", "STARTTLS": "at STARTTLS",
-           "AUTH": "at AUTH: check the user and password of OUTREACH_SMTP_URL",
-           "MAIL": "at MAIL FROM: the sender", "RCPT": "at RCPT TO: relaying or the sender"}  # fmt: skip
+@dataclass
+class _Ready:
+    """A message rendered for one claimed delivery, waiting for its window."""
+
+    item: Claimed
+    step: StepState
+    compose: Callable[[bool, bool], bytes]
+    msg_id: str
+    mail_from: str
 
 
-def _reply_key(result: SendResult, recipient: str) -> str:
-    """A permanent reply as it would read for any recipient (their address left out)."""
-    text = re.sub(re.escape(recipient), "<>", result.text, flags=re.IGNORECASE) if recipient else result.text
-    return f"{result.stage} {result.code} {text}"
+class _Unstarted:
+    """Sends created and not yet on a connection: the next window waits for none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def add(self) -> None:
+        self.count += 1
+        self._none.clear()
+
+    def started(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._none.set()
+
+    async def none(self) -> None:
+        await self._none.wait()
 
 
 def _utcnow() -> datetime:

@@ -1,5 +1,8 @@
 """The send policy shared by every channel (email, X, the newsroom): attempts,
-backoff with jitter, the error budget that pauses a step, and rate limits."""
+backoff with jitter, the error budget that pauses a step, and rate limits: in this
+process (``RateLimiter``: a policy with no database, the local Maildir target), or
+for the whole deployment (``SharedRateLimiter``: the ``Rates`` kept in the database,
+taken in chunks)."""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import asyncio
 import random
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
+
+from outreach.ports.outbox import Limit, Rates
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,62 @@ class RateLimiter:
                 self.hour.append(now)
                 return
             await asyncio.sleep((1 - self.tokens) / self.per_second)
+
+
+class Limiter(Protocol):
+    """Waits until one more message may go."""
+
+    async def acquire(self) -> None: ...
+
+
+# A limiter by name ("email", "step:12"), messages per second and per hour.
+LimiterFor = Callable[[str, float, int], Limiter]
+
+CHUNK_SECONDS = 0.1  # a shared limiter takes about this long's worth of its rate at a time
+CHUNK_MAX = 100
+STASH_SECONDS = 0.25  # units taken and not used within this long are given up
+
+
+def local_limiter(_name: str, per_second: float, per_hour: int) -> RateLimiter:
+    return RateLimiter(per_second, per_hour)
+
+
+def email_limits(name: str, per_second: float, per_hour: int) -> list[Limit]:
+    return [Limit(f"{name}:second", per_second, 1.0), Limit(f"{name}:hour", per_hour, 3600.0)]
+
+
+class SharedRateLimiter:
+    """``RateLimiter``'s interface over limits every process shares (``ports.Rates``).
+    It takes a chunk of units per round trip (about ``CHUNK_SECONDS`` of the fastest
+    rate, 1 to ``CHUNK_MAX``) and hands them out one by one; units it does not use
+    within ``STASH_SECONDS`` are given up (never used late, where they could add to
+    another second's)."""
+
+    def __init__(self, rates: Rates, limits: Sequence[Limit]) -> None:
+        self.rates = rates
+        self.limits = list(limits)
+        fastest = min(limit.count / limit.per for limit in self.limits)
+        self.chunk = max(1, min(CHUNK_MAX, int(fastest * CHUNK_SECONDS)))
+        self._stash = 0
+        self._taken = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                if self._stash and time.monotonic() - self._taken <= STASH_SECONDS:
+                    self._stash -= 1
+                    return
+                granted, wait = await asyncio.to_thread(self.rates.take, self.limits, self.chunk)
+                self._stash, self._taken = granted, time.monotonic()
+                if not granted:
+                    await asyncio.sleep(min(60.0, max(0.001, wait)))
+
+
+def shared_limiters(rates: Rates) -> LimiterFor:
+    """Limiters by name over ``rates``: per second and per hour, for every process."""
+
+    def limiter(name: str, per_second: float, per_hour: int) -> Limiter:
+        return SharedRateLimiter(rates, email_limits(name, per_second, per_hour))
+
+    return limiter

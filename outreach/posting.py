@@ -2,8 +2,9 @@
 registry (``domain.channels``) declares not per contact. When its step fires, what it
 says is rendered once, by the renderer of its template kind, and fixed in the outbox
 (``prepare``); the ``Poster`` then hands one item at a time to its channel's
-``PostTarget``, each written ``sending`` (and logged) before the call, each outcome
-recorded:
+``PostTarget``, each claimed under its holder's lease and written ``sending`` (and
+logged), within the channel's rate limits for the whole deployment (X: per 15 minutes
+and per day), marked ``handed`` right before the call, each outcome recorded:
 
 - sent: X's post id (a thread's next post replies to it) or the page's address;
 - 429: the item, and every X post after it, waits until X's reset time;
@@ -21,7 +22,8 @@ import asyncio
 import contextlib
 import re
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,8 +32,10 @@ from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import OutreachError, TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
+from outreach.identity import LEASE_SECONDS, process_id
 from outreach.policy import SendPolicy, backoff
 from outreach.ports import Outbox, Outcome, PostItem, PostResult, Posts, PostTarget, StepInfo
+from outreach.ports.outbox import Limit, Rates
 from outreach.templating import (
     TemplateFile,
     TemplateLibrary,
@@ -114,6 +118,10 @@ def _report_items(_library: TemplateLibrary, campaign: CampaignInfo, step: StepI
     return [{"campaign": campaign.id, "to": recipients, "step": step.key, "wave": step.settings.get("wave")}]
 
 
+# X's posting limits for one account (posts, replies in a thread included), for every
+# process that posts to it (``checks`` holds the same numbers for the plan check).
+X_LIMITS = (Limit("x:15min", 100, 15 * 60.0), Limit("x:day", 2_400, 24 * 3600.0))
+
 # A template kind's items: (library, campaign, step, what the template sees of the step).
 Renderer = Callable[[TemplateLibrary, CampaignInfo, StepInfo, dict[str, Any]], list[dict[str, Any]]]
 RENDERERS: dict[str, Renderer] = {"x": _x_items, "press": _press_items, "report": _report_items}
@@ -132,15 +140,22 @@ class Poster:
     publishes its items), one at a time, each outcome recorded in the outbox."""
 
     def __init__(self, posts: Posts, outbox: Outbox, *, targets: Mapping[str, PostTarget],
-                 policy: SendPolicy | None = None, clock: Callable[[], datetime] | None = None) -> None:  # fmt: skip
+                 policy: SendPolicy | None = None, clock: Callable[[], datetime] | None = None,
+                 holder: str | None = None, rates: Rates | None = None,
+                 limits: Mapping[str, Sequence[Limit]] | None = None) -> None:  # fmt: skip
         self.posts = posts
         self.outbox = outbox
         self.targets = dict(targets)
         self.policy = policy or SendPolicy()
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.holder = holder or process_id()  # who holds what this poster claims
+        # limits per channel, shared by every process through ``rates`` (X's own)
+        self.rates = rates
+        self.limits = dict(limits or {})
         self.blocked_until: dict[str, datetime] = {}  # channel -> its rate-limit reset
         self.stats = PostStats()
         self.stopping = threading.Event()
+        self._renewed = self._taken_over = time.monotonic()
 
     def channels(self) -> list[str]:
         now = self.clock()
@@ -150,28 +165,71 @@ class Poster:
         """Post everything due now, one item at a time; returns how many were handled."""
         handled = 0
         while not self.stopping.is_set():
+            self._upkeep()
             ready = self.channels()
-            item = self.posts.claim(channels=ready, now=self.clock()) if ready else None
+            item = self.posts.claim(channels=ready, now=self.clock(), holder=self.holder) if ready else None
             if item is None:
                 break
-            outcome = self._post(item)
-            self.outbox.record([outcome])
+            outcome = self._limited(item) or self._post(item)
+            if outcome is not None:  # None: taken over meanwhile, another sender's now
+                self.outbox.record([outcome], holder=self.holder)
             handled += 1
         return handled
 
     async def run(self, *, stop: asyncio.Event, until_idle: bool = False, poll: float = 1.0) -> PostStats:
+        """Post until ``stop`` is set, or with ``until_idle`` until nothing is due and
+        no other process holds a post (a dead one's are taken over when their lease
+        expires)."""
         while not stop.is_set():
             handled = await asyncio.to_thread(self.run_due)
-            if until_idle and handled == 0:
-                break
+            wait = poll
+            if handled == 0:
+                if await asyncio.to_thread(self.outbox.recover, by=self.holder):
+                    continue
+                if until_idle:
+                    until = await asyncio.to_thread(self.outbox.held_until, list(self.targets), by=self.holder)
+                    if until is None:
+                        break
+                    wait = min(poll, max(0.05, (until - self.clock()).total_seconds() + 0.05))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
         return self.stats
 
+    def _upkeep(self) -> None:
+        """This poster's leases renewed, and expired ones taken over, from time to time."""
+        now = time.monotonic()
+        if now - self._renewed >= LEASE_SECONDS / 3:
+            self.outbox.renew(self.holder)
+            self._renewed = now
+        if now - self._taken_over >= LEASE_SECONDS:
+            self.outbox.recover(by=self.holder)
+            self._taken_over = now
+
+    def _limited(self, item: PostItem) -> Outcome | None:
+        """A deferral when the channel's shared limits leave nothing now (every post of
+        the channel waits until then, as for the service's own 429); else None."""
+        limits = self.limits.get(item.channel)
+        if not limits or self.rates is None:
+            return None
+        granted, wait = self.rates.take(limits, 1)
+        if granted:
+            return None
+        until = self.clock() + timedelta(seconds=max(wait, 1.0))
+        self.blocked_until[item.channel] = until
+        self.stats.deferred += 1
+        service = self.targets[item.channel].service
+        reason = (f"{service} rate limit ({', '.join(f'{limit.count:g} per {_span(limit.per)}' for limit in limits)}"
+                  f", for every sender) reached: every {service} post waits until {until:%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
+        return Outcome(delivery_id=item.delivery_id, step_id=item.step_id, contact_id=None, status="deferred",
+                       event="deferred", detail={"part": item.part, "of": item.parts, "attempt": item.attempts,
+                                                 "reason": reason}, next_attempt=until)  # fmt: skip
+
     # -- one item --------------------------------------------------------------------------
-    def _post(self, item: PostItem) -> Outcome:
+    def _post(self, item: PostItem) -> Outcome | None:
         target = self.targets[item.channel]
         detail: dict[str, Any] = {"part": item.part, "of": item.parts, "attempt": item.attempts}
+        if not self.outbox.hand([item.delivery_id], self.holder):  # handed, durably, before the call
+            return None
         try:
             detail.update(target.facts(item))
             result = target.deliver(item, self.clock())
@@ -222,3 +280,7 @@ class Poster:
         if result.kind == "retry":
             detail["reason"] = f"gave up after {item.attempts} attempts"
         return outcome("failed", error=result.text)
+
+
+def _span(seconds: float) -> str:
+    return {900.0: "15 minutes", 3600.0: "hour", 86400.0: "day"}.get(seconds, f"{seconds:g} s")
