@@ -19,7 +19,8 @@ A refusal counts against what it refuses. Only a recipient-specific answer to RC
 bounces a contact; a relay that refuses us (at connect, EHLO, AUTH, MAIL FROM, or
 relaying), or answers many recipients in a row with the same permanent reply,
 pauses the step with its words and fails nobody: those deliveries wait, their
-attempt not spent, for ``outreach resume``.
+attempt not spent, for ``outreach resume``. (Messages are prepared in ``messages``,
+replies judged in ``replies``, outcomes recorded by ``recorder``.)
 """
 
 from __future__ import annotations
@@ -30,21 +31,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 from outreach.domain.campaign import CampaignInfo
-from outreach.domain.errors import OutreachError, TemplateError
-from outreach.domain.mime import StepHeaders, build, message_id
-from outreach.domain.render import EmailTemplate
-from outreach.domain.sender import parse_sender
+from outreach.domain.errors import OutreachError
 from outreach.identity import LEASE_SECONDS, process_id
+from outreach.messages import Messages, Ready, UrlsFor
 from outreach.policy import Limiter, LimiterFor, RateLimiter, SendPolicy
-from outreach.ports import Claimed, EmailChannel, Outbox, Outcome, StepInfo
+from outreach.ports import EmailChannel, Outbox, Outcome, StepInfo
 from outreach.recorder import OutcomeWriter, Waits, cap_for
 from outreach.replies import Replies, StepState
-from outreach.templating import TemplateLibrary, render_values, variant_language
+from outreach.templating import TemplateLibrary
 
-UrlsFor = Callable[[str, str, int], dict[str, str]]  # (campaign, step key, contact id) -> urls
 WINDOW_SECONDS = 0.1  # a window is about what the rate sends in this long
 
 
@@ -63,7 +60,7 @@ class Stats:
         return self.sent / elapsed if elapsed > 0 else 0.0
 
 
-class Dispatcher(Replies):
+class Dispatcher(Messages, Replies):
     def __init__(
         self,
         outbox: Outbox,
@@ -136,10 +133,11 @@ class Dispatcher(Replies):
                 if keeper.done():
                     keeper.result()  # an error renewing: raised here
                 done = await self.run_batch()
-                if done and time.monotonic() - taken_over < LEASE_SECONDS:
-                    continue
-                taken_over = time.monotonic()  # idle, or a lease since the last look
-                if await asyncio.to_thread(self.outbox.recover, by=self.holder) or done:
+                if _look(taken_over, busy=bool(done), until_idle=until_idle):
+                    taken_over = time.monotonic()  # what dead senders left, their leases expired
+                    if await asyncio.to_thread(self.outbox.recover, by=self.holder):
+                        continue
+                if done:
                     continue
                 wait = poll
                 if until_idle:
@@ -236,7 +234,7 @@ class Dispatcher(Replies):
         self._count(self._done)
         return len(claimed)
 
-    def _still_active(self, r: _Ready) -> bool:
+    def _still_active(self, r: Ready) -> bool:
         """After the wait for the rate: a step paused meanwhile holds its messages."""
         if r.step.info.status == "active":
             return True
@@ -245,7 +243,7 @@ class Dispatcher(Replies):
                                    next_attempt=self.clock()))  # fmt: skip
         return False
 
-    async def _send(self, r: _Ready, slots: asyncio.Semaphore, waiting: _Unstarted) -> None:
+    async def _send(self, r: Ready, slots: asyncio.Semaphore, waiting: _Unstarted) -> None:
         async with slots:
             waiting.started()
             try:
@@ -285,93 +283,12 @@ class Dispatcher(Replies):
         assert self._writer is not None
         self._writer.add(outcome)
 
-    # -- one delivery ------------------------------------------------------------------
-    def _prepare(self, item: Claimed, broken: dict[int, str]) -> Outcome | _Ready:
-        """The message for one delivery, ready to go; or its outcome (skipped, failed)."""
-        try:
-            step = self._step(item.step_id)
-        except OutreachError as exc:
-            broken[item.step_id] = exc.message
-            return self._outcome(item, "failed", {"reason": f"the step cannot be sent: {exc.message}"},
-                                 error=exc.message)  # fmt: skip
-        try:
-            return self._render(item, step)
-        except OutreachError as exc:
-            return self._outcome(item, "failed", {"reason": exc.message}, error=exc.message)
-
-    def _render(self, item: Claimed, step: StepState) -> Outcome | _Ready:
-        contact = item.contact
-        if contact.status != "active":
-            return self._outcome(item, "skipped", {"reason": f"contact is {contact.status} (checked at send time)"})
-        if step.info.status != "active":
-            return self._outcome(item, "deferred", {"reason": f"step {step.info.status}", "counts_as_attempt": False},
-                                 next_attempt=self.clock())  # fmt: skip
-        file = step.files.get(contact.language)
-        if file is None:
-            file = step.files[contact.language] = step.library.pick(step.variants, contact.language)  # type: ignore[union-attr]
-        try:
-            template = step.library.compile(file)  # type: ignore[union-attr]
-            assert isinstance(template, EmailTemplate)
-            urls = self.urls_for(step.info.campaign, step.info.key, contact.id)
-            values = render_values(step.campaign, contact=contact, urls=urls,
-                                   lang=variant_language(file, step.campaign),
-                                   step={"id": step.info.key, "channel": "email", "template": step.info.template})  # fmt: skip
-            email = template.render(values)
-        except TemplateError as exc:
-            return self._outcome(item, "failed", {"reason": f"template: {exc}"}, error=str(exc))
-        msg_id = message_id(step.info.campaign, step.info.key, contact.id, step.headers.domain)
-        mailto = f"mailto:unsubscribe@{step.headers.domain}?subject=" + quote(
-            f"unsubscribe {step.info.campaign} {contact.id}"
-        )
-        date = self.clock()
-
-        def compose(eight_bit: bool, utf8: bool) -> bytes:  # for what the server offers
-            return build(
-                step.headers, to_name=contact.name, to=contact.email, email=email, msg_id=msg_id, date=date,
-                unsubscribe_url=urls.get("unsubscribe_url"), unsubscribe_mailto=mailto,
-                eight_bit=eight_bit, utf8=utf8,
-            )  # fmt: skip
-
-        mail_from = self.envelope(item.delivery_id) if self.envelope else step.headers.sender
-        return _Ready(item, step, compose, msg_id, mail_from)
-
-    def _step(self, step_id: int) -> StepState:
-        if step_id not in self._steps:
-            info = self.outbox.step(step_id)
-            campaign = self.campaign_for(info.campaign)
-            name, addr = parse_sender(self.sender or campaign.sender)
-            headers = StepHeaders.make(
-                sender_name=name, sender=addr, reply_to=self.reply_to or campaign.reply_to,
-                campaign_id=info.campaign, campaign_name=campaign.name,
-            )  # fmt: skip
-            library = self.library_for(info)
-            _kind, variants = library.variants(info.template, "email")
-            limiter = None
-            if "per_second" in info.settings or "per_hour" in info.settings:
-                per_second = float(info.settings.get("per_second", self.policy.per_second))
-                per_hour = int(info.settings.get("per_hour", self.policy.per_hour))
-                limiter = (RateLimiter(per_second, per_hour) if self.limits is None
-                           else self.limits(f"step:{step_id}", per_second, per_hour))  # fmt: skip
-            self._steps[step_id] = StepState(info, campaign, headers, variants, limiter, library=library)
-        return self._steps[step_id]
-
     def _count(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             name = o.status if o.status in ("sent", "failed", "deferred") else "skipped"
             setattr(self.stats, name, getattr(self.stats, name) + 1)
         if self.on_progress:
             self.on_progress(self.stats)
-
-
-@dataclass
-class _Ready:
-    """A message rendered for one claimed delivery, waiting for its window."""
-
-    item: Claimed
-    step: StepState
-    compose: Callable[[bool, bool], bytes]
-    msg_id: str
-    mail_from: str
 
 
 class _Unstarted:
@@ -393,6 +310,12 @@ class _Unstarted:
 
     async def none(self) -> None:
         await self._none.wait()
+
+
+def _look(last: float, *, busy: bool, until_idle: bool) -> bool:
+    """Whether a sender looks for expired leases now: every lease while busy, a third of
+    one while idle, and each time it finds nothing to do before stopping when idle."""
+    return (until_idle and not busy) or time.monotonic() - last >= LEASE_SECONDS / (1 if busy else 3)
 
 
 def _utcnow() -> datetime:

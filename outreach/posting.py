@@ -184,8 +184,11 @@ class Poster:
             handled = await asyncio.to_thread(self.run_due)
             wait = poll
             if handled == 0:
-                if await asyncio.to_thread(self.outbox.recover, by=self.holder):
-                    continue
+                idle_look = time.monotonic() - self._taken_over >= LEASE_SECONDS / 3
+                if until_idle or idle_look:  # what dead senders left, their leases expired
+                    self._taken_over = time.monotonic()
+                    if await asyncio.to_thread(self.outbox.recover, by=self.holder):
+                        continue
                 if until_idle:
                     until = await asyncio.to_thread(self.outbox.held_until, list(self.targets), by=self.holder)
                     if until is None:
