@@ -89,15 +89,15 @@ def email_limits(name: str, per_second: float, per_hour: int) -> list[Limit]:
 
 class SharedRateLimiter:
     """``RateLimiter``'s interface over limits every process shares (``ports.Rates``).
-    It takes a chunk of units per round trip (about ``CHUNK_SECONDS`` of the fastest
-    rate, 1 to ``CHUNK_MAX``) and hands them out one by one; units it does not use
+    It takes a chunk of units per round trip (about ``CHUNK_SECONDS`` of its fastest
+    rate, 1 to ``CHUNK_MAX``; a longer window grants a chunk as readily as one unit) and hands them out one by one; units it does not use
     within ``STASH_SECONDS`` are given up (never used late, where they could add to
     another second's)."""
 
     def __init__(self, rates: Rates, limits: Sequence[Limit]) -> None:
         self.rates = rates
         self.limits = list(limits)
-        fastest = min(limit.count / limit.per for limit in self.limits)
+        fastest = max(limit.count / limit.per for limit in self.limits)  # the per-second rate, say
         self.chunk = max(1, min(CHUNK_MAX, int(fastest * CHUNK_SECONDS)))
         self._stash = 0
         self._taken = 0.0

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -36,6 +36,7 @@ from outreach.db.patience import Patience, patient
 from outreach.ports.outbox import Limit
 
 SLOTS = 60  # a window's slots; what the last SLOTS + 1 slots took counts
+SWEEP_ALL_SECONDS = 3600.0  # slots over two days old (of steps long done, say) go this often
 WINDOW_FROM = 60.0  # limits over this many seconds or more are counted in windows
 
 
@@ -50,6 +51,7 @@ class SqlRates:
     clock: Callable[[], datetime] = utcnow
     patience: Patience = field(default_factory=Patience)  # waits out a stalled database
     _swept: dict[str, int] = field(default_factory=dict)  # window -> the oldest slot kept
+    _last_sweep_all: float = 0.0  # when this process last swept every window's old slots
 
     def _write(self):  # type: ignore[no-untyped-def]
         return self.engine.connect().execution_options(write=True)
@@ -81,6 +83,10 @@ class SqlRates:
             for state in states:
                 if isinstance(state, _Window):
                     self._sweep(conn, state)
+            if self._last_sweep_all + SWEEP_ALL_SECONDS <= t:  # the slots of limits no one takes any more
+                conn.execute(delete(rate_buckets).where(rate_buckets.c.name.contains("@", autoescape=True),
+                                                        rate_buckets.c.updated_at < now - timedelta(days=2)))  # fmt: skip
+                self._last_sweep_all = t
         return granted, wait
 
     def _create(self, conn: Connection, limits: Sequence[Limit], now: datetime) -> None:
