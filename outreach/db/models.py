@@ -77,6 +77,9 @@ contacts = Table(
     # country first: serves country:X alone and country:X kind:Y (a kind alone is
     # too unselective for an index to help)
     Index(None, "country", "kind"),
+    # on PostgreSQL, migration 0009 adds a trigram index on email_key when the pg_trgm
+    # extension can be had (ix_contacts_email_key_trgm): the log's search by a part of
+    # an address; not declared here, since it exists only there
 )
 
 contact_tags = Table(
@@ -163,7 +166,13 @@ delivery_events = Table(
     Column("event", String(20), nullable=False),
     Column("detail", JSON, nullable=False),
     Index(None, "delivery_id"),
-    Index(None, "step_id", "event"),
+    # the log read a page at a time by id (outreach.db.log_pages): each filter's events
+    # in id order, without reading and sorting them all; (step_id, event, id) serves the
+    # reports' per-step counts of an event too
+    Index(None, "step_id", "event", "id"),
+    Index(None, "step_id", "id"),
+    Index(None, "event", "id"),
+    Index(None, "at", "id"),
 )
 
 # -- campaigns: the stored plan, its content hashes and its approval -----------------
