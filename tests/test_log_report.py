@@ -11,7 +11,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
+import random
 import re
 import shutil
 import time
@@ -28,8 +30,9 @@ from sqlalchemy import create_engine, event, insert, make_url, select
 from outreach import review
 from outreach.app import Services, build
 from outreach.config import load_settings
+from outreach.db import log_pages
 from outreach.db.consent import SqlConsent
-from outreach.db.models import delivery_events, steps
+from outreach.db.models import contacts, deliveries, delivery_events, steps
 from outreach.domain.audience import parse
 from tests.conftest import ROOT, Cli
 from tests.smtp_server import Faults, Recorder, SmtpServer
@@ -407,7 +410,7 @@ def test_iter_log_streams_every_event_in_order_a_chunk_at_a_time(tmp_path: Path,
         got = [e["detail"]["n"] for e in review.iter_log(services, review.LogFilter(campaign="big"), chunk=1000)]
         event.remove(services.engine, "before_cursor_execute", count)
         assert got == [i for i in range(30_000) if i % 10 != 9]
-        assert len(reads) == 28  # 27,000 in chunks of 1,000, and the empty read that ends it
+        assert len(reads) == 2 * 27 + 1  # 27,000 in chunks of 1,000 (ids, then rows), and the empty read that ends it
         sent_only = review.LogFilter(campaign="big", event="sent", since=at + timedelta(seconds=20))
         expected = [i for i in range(20_000, 30_000) if i % 10 != 9 and i % 3]
         assert [e["detail"]["n"] for e in review.iter_log(services, sent_only, chunk=777)] == expected
@@ -420,5 +423,188 @@ def test_iter_log_streams_every_event_in_order_a_chunk_at_a_time(tmp_path: Path,
         assert sum(n for _t, n in report.timeline) == len(sends)
         assert report.timeline[0][0] <= at and report.timeline[-1][0] >= at + timedelta(seconds=29 - report.bucket_seconds)
         assert report.steps[0].first_sent == at + timedelta(milliseconds=1)
+    finally:
+        services.close()
+
+
+# -- every filter, against a plain reading of the whole log ------------------------------
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One event as the reference reads it: the plain join, filtered here."""
+
+    id: int
+    at: datetime
+    event: str
+    step_id: int
+    email_key: str | None
+
+
+PEOPLE = ("ana.tuilagi@ngo.example.org", "Ben.Okafor@Press.example.com", "sione_fifita@gov.example.to",
+          "mia.kamau@isp.example.net", "pat.lee@mobile.example.com", "losa.tupou@gov.example.to",
+          "omar.haddad@ngo.example.org", "ines.garcia@press.example.com", "kofi.mensah@isp.example.net",
+          "lena.novak@mobile.example.com", "raj.patel@ngo.example.org", "100%.sure@odd.example.org")  # fmt: skip
+
+
+def _mixed_log(services: Services, campaigns: int = 3, firings: int = 3) -> list[Logged]:
+    """Campaigns of email steps (each plan step fired several times, in two waves), an
+    X thread and a press release each; their events written in a shuffled order (the
+    steps' ids interleave), at times that do not follow the ids; step events without a
+    delivery. Returns every event as the reference reads it."""
+    rng = random.Random(2014)
+    now = datetime(2014, 9, 5, 7, tzinfo=UTC)
+    with services.engine.begin() as conn:
+        conn.execute(insert(contacts), [{"email": e, "email_key": e.casefold(), "kind": "other", "status": "active",
+                                         "attrs": {}, "created_at": now, "updated_at": now} for e in PEOPLE])  # fmt: skip
+        people = dict(conn.execute(select(contacts.c.email, contacts.c.id)).all())
+    rows: list[dict] = []
+    for c in range(campaigns):
+        plan = [(f"mail-{p}", "email", ("launch", "pacific")[p % 2]) for p in range(2)] + [
+            ("thread", "x", "launch"), ("release", "press", "launch")]  # fmt: skip
+        for plan_step, channel, wave in plan:
+            for f in range(firings if channel == "email" else 1):
+                at = now + timedelta(days=30 * c, hours=3 * f)
+                step = services.outbox.ensure_step(
+                    campaign=f"c{c}", key=f"{plan_step}@{at:%Y%m%dT%H%MZ}", channel=channel, template="t",
+                    audience="", send_at=at, settings={"plan_step": plan_step, "wave": wave})  # fmt: skip
+                who = rng.sample(sorted(people.values()), 7) if channel == "email" else [None] * 3
+                with services.engine.begin() as conn:
+                    for part, person in enumerate(who):
+                        conn.execute(insert(deliveries).values(
+                            step_id=step.id, contact_id=person, part=None if person else part, status="sent",
+                            due_at=at, updated_at=at))  # fmt: skip
+                    ids = conn.execute(select(deliveries.c.id).where(deliveries.c.step_id == step.id)).scalars()
+                    for d in ids:
+                        final = rng.choice(("sent", "sent", "failed", "deferred"))
+                        for n, name in enumerate(("materialized", "sending", final)):
+                            rows.append({"step_id": step.id, "delivery_id": d, "event": name, "detail": {"n": n},
+                                         "at": at + timedelta(minutes=rng.randint(0, 600))})  # fmt: skip
+                rows.append({"step_id": step.id, "delivery_id": None, "event": "paused", "detail": {},
+                             "at": at + timedelta(minutes=rng.randint(0, 600))})  # fmt: skip
+    rng.shuffle(rows)
+    with services.engine.begin() as conn:
+        conn.execute(insert(delivery_events), rows)
+        joined = (delivery_events.outerjoin(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
+                  .outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))  # fmt: skip
+        found = conn.execute(select(delivery_events.c.id, delivery_events.c.at, delivery_events.c.event,
+                                    delivery_events.c.step_id, contacts.c.email_key)
+                             .select_from(joined).order_by(delivery_events.c.id)).all()  # fmt: skip
+    return [Logged(*r) for r in found]
+
+
+def _reference(log: list[Logged], services: Services, flt: review.LogFilter) -> list[int]:
+    """The ids of the events ``flt`` lets through, oldest first, read off the whole log."""
+    steps_ = {s.id for s in services.outbox.steps() if flt.step_matches(s)}
+    return [e.id for e in log if e.step_id in steps_
+            and (flt.event is None or e.event == flt.event)
+            and (flt.contact is None or e.email_key == flt.contact.casefold())
+            and (flt.search is None or (e.email_key is not None and flt.search.casefold() in e.email_key))
+            and (flt.since is None or e.at >= flt.since) and (flt.until is None or e.at <= flt.until)]  # fmt: skip
+
+
+def _walk_pages(services: Services, flt: review.LogFilter, limit: int) -> list[int]:
+    seen: list[int] = []
+    before = None
+    while True:
+        page, before = review.log_page(services, flt, before=before, limit=limit)
+        assert len(page) <= limit and (before is None or len(page) == limit)
+        seen += [e["id"] for e in page]
+        if before is None:
+            return seen
+
+
+@pytest.mark.parametrize("sizes", ["tiny", "as shipped"])
+def test_every_filter_gives_the_reference_events(tmp_path: Path, database_url: str, sizes: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Each combination of step filters, event, recipient (an address, a part of one few
+    or many contacts match, one with LIKE's own characters) and time window gives the
+    events a plain reading of the whole log gives: the first page, a page from the
+    middle, the whole stream and its latest few. "tiny": the limits that choose a way to
+    read (UNION size, how many contacts make a search walk the log, IN lists, the walk's
+    and the window's first reads) made small, so that a small log takes every way."""
+    if sizes == "tiny":
+        for name, value in (("BRANCHES", 2), ("MANY_CONTACTS", 2), ("IN_LIST", 3), ("NEAR", 2), ("WALK", 2)):
+            monkeypatch.setattr(log_pages, name, value)
+    services = build(load_settings(tmp_path, env={"OUTREACH_DATABASE_URL": database_url}))
+    try:
+        log = _mixed_log(services)
+        ats = sorted(e.at for e in log)
+        middle = (ats[len(ats) // 3], ats[2 * len(ats) // 3])
+        by_steps = ({}, {"campaign": "c1"}, {"campaign": "c2", "step": "mail-0"}, {"channel": "email"},
+                    {"wave": "pacific", "channel": "email"}, {"step": services.outbox.steps("c0")[0].key},
+                    {"campaign": "nope"})  # fmt: skip
+        by_who = ({}, {"contact": PEOPLE[1].upper()}, {"search": "TUILAGI"}, {"search": ".example."},
+                  {"search": "gov.example"}, {"search": "_"}, {"search": "%"}, {"search": "nobody"})  # fmt: skip
+        windows = ({}, {"since": middle[0], "until": middle[1]}, {"since": middle[1]}, {"until": middle[0]})
+        checked = 0
+        for steps_, event_, who, window in itertools.product(by_steps, (None, "sent", "paused"), by_who, windows):
+            flt = review.LogFilter(**steps_, event=event_, **who, **window)  # type: ignore[arg-type]
+            expected = _reference(log, services, flt)
+            newest = expected[::-1]
+            page, cursor = review.log_page(services, flt, limit=4)
+            assert [e["id"] for e in page] == newest[:4], flt
+            assert cursor == (newest[3] if len(newest) > 4 else None), flt
+            if len(newest) > 6:
+                older, _cursor = review.log_page(services, flt, before=newest[2], limit=4)
+                assert [e["id"] for e in older] == newest[3:7], flt
+            assert [e["id"] for e in review.iter_log(services, flt, chunk=60)] == expected, flt
+            assert [e["id"] for e in review.iter_log(services, flt, latest=3)] == expected[-3:], flt
+            checked += bool(expected)
+        assert checked > 200  # a good part of the combinations find something (a paused step has no recipient)
+        def who(search: str) -> set[str | None]:
+            found = set(_reference(log, services, review.LogFilter(search=search)))
+            return {e.email_key for e in log if e.id in found}
+
+        assert who("%") == {PEOPLE[-1]} and who("_") == {PEOPLE[2]}  # LIKE's own characters, as text
+        # the keyset pages and the stream, each event exactly once
+        for flt in (review.LogFilter(), review.LogFilter(channel="email", search=".example."),
+                    review.LogFilter(campaign="c0", since=middle[0]), review.LogFilter(search="tuilagi", event="sent")):  # fmt: skip
+            expected = _reference(log, services, flt)
+            assert _walk_pages(services, flt, limit=3) == expected[::-1]
+            assert [e["id"] for e in review.iter_log(services, flt, chunk=4)] == expected
+    finally:
+        services.close()
+
+
+def test_pages_and_streams_over_more_steps_than_one_statement_takes(tmp_path: Path, database_url: str) -> None:
+    """A channel with more steps than one UNION takes (``BRANCHES``) and than an IN
+    list holds (``IN_LIST``): every page and every chunk of the stream, each event once
+    and in order, as the reference gives them; each page a handful of statements."""
+    services = build(load_settings(tmp_path, env={"OUTREACH_DATABASE_URL": database_url}))
+    try:
+        count = log_pages.IN_LIST + 100
+        at = datetime(2014, 9, 5, 7, tzinfo=UTC)
+        with services.engine.begin() as conn:
+            conn.execute(insert(steps), [{"campaign": f"c{i % 7}", "key": f"s{i}", "channel": "x" if i % 100 == 3 else "email",
+                                          "template": "t", "audience": "", "send_at": at, "status": "active",
+                                          "settings": {}, "created_at": at} for i in range(count)])  # fmt: skip
+            ids = list(conn.execute(select(steps.c.id).order_by(steps.c.id)).scalars())
+            rng = random.Random(5)
+            conn.execute(insert(delivery_events), [
+                {"step_id": rng.choice(ids), "delivery_id": None, "at": at + timedelta(seconds=rng.randint(0, 3600)),
+                 "event": rng.choice(("active", "paused", "held")), "detail": {}} for _ in range(4 * count)])  # fmt: skip
+            log = [Logged(*r, None) for r in conn.execute(select(
+                delivery_events.c.id, delivery_events.c.at, delivery_events.c.event, delivery_events.c.step_id)
+                .order_by(delivery_events.c.id))]  # fmt: skip
+        flt = review.LogFilter(channel="email")
+        expected = _reference(log, services, flt)
+        assert len({e.step_id for e in log if e.id in set(expected)}) > log_pages.IN_LIST
+        reads: list[str] = []
+
+        def count_reads(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if "FROM delivery_events" in statement:
+                reads.append(statement)
+
+        event.listen(services.engine, "before_cursor_execute", count_reads)
+        page, cursor = review.log_page(services, flt, limit=50)
+        event.remove(services.engine, "before_cursor_execute", count_reads)
+        assert [e["id"] for e in page] == expected[::-1][:50] and cursor == page[-1]["id"]
+        branches = -(-len({e.step_id for e in log if e.id in set(expected)}) // log_pages.BRANCHES)
+        assert len(reads) <= branches + 1  # a UNION per hundred steps, then the rows
+        assert _walk_pages(services, flt, limit=300) == expected[::-1]
+        assert [e["id"] for e in review.iter_log(services, flt, chunk=700)] == expected
+        paused = review.LogFilter(channel="email", event="paused", since=at + timedelta(minutes=30))
+        assert _walk_pages(services, paused, limit=200) == _reference(log, services, paused)[::-1]
     finally:
         services.close()

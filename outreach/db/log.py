@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, cast, extract, func, literal_column, select, union
+from sqlalchemy import Integer, and_, cast, extract, func, literal_column, select, union
 
+from outreach.db.log_pages import SqlLogPages
 from outreach.db.models import contacts, deliveries, delivery_events, steps
-from outreach.db.repository import Repository
-from outreach.domain.contact import email_key
 
 LOST = ("unsubscribed", "bounced", "complained")  # what a recipient reached may become since
-_LOG_COLUMNS = (
-    delivery_events.c.id, delivery_events.c.at, delivery_events.c.event, delivery_events.c.detail,
-    delivery_events.c.step_id, delivery_events.c.delivery_id, contacts.c.email, deliveries.c.part,
-    deliveries.c.attempts,
-)  # fmt: skip
 
 
-class SqlLog(Repository):
-    """``ports.DeliveryLog``."""
+class SqlLog(SqlLogPages):
+    """``ports.DeliveryLog``: counts, what waits, events, a campaign's report; its pages
+    and streams for people in ``SqlLogPages``."""
 
     def pending(self, step_id: int) -> int:
         """Deliveries of the step not yet final (queued, deferred or being sent)."""
@@ -153,66 +147,7 @@ class SqlLog(Repository):
                 )
             ).scalar_one()
 
-    # -- the log, read for people: pages, streams and a campaign's report -----------------
-
-    def log_events(
-        self, *, step_ids: Sequence[int] | None = None, event: str | None = None,
-        email: str | None = None, search: str | None = None, since: datetime | None = None,
-        until: datetime | None = None, before: int | None = None, after: int | None = None,
-        limit: int = 50, newest_first: bool = True,
-    ) -> list[dict[str, Any]]:  # fmt: skip
-        """At most ``limit`` events matching the filters, by id (newest or oldest
-        first), with ids below ``before`` and above ``after``: one page of a keyset walk
-        (no OFFSET). ``step_ids`` None: every step's; ``email`` an exact address and
-        ``search`` a part of one, both case-insensitive; ``since``/``until`` inclusive."""
-        query = self._log_query(select(*_LOG_COLUMNS), step_ids=step_ids, event=event, email=email,
-                                search=search, since=since, until=until, before=before, after=after)  # fmt: skip
-        order = delivery_events.c.id.desc() if newest_first else delivery_events.c.id
-        with self.engine.connect() as conn:
-            result = conn.execute(query.order_by(order).limit(limit))
-            keys = tuple(result.keys())
-            return [dict(zip(keys, row, strict=True)) for row in result]
-
-    def log_floor(
-        self, n: int, *, step_ids: Sequence[int] | None = None, event: str | None = None,
-        email: str | None = None, search: str | None = None, since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> int | None:  # fmt: skip
-        """The id of the oldest of the latest ``n`` matching events (None: no match), so
-        that they can be streamed oldest first from there."""
-        latest = self._log_query(select(delivery_events.c.id), step_ids=step_ids, event=event,
-                                 email=email, search=search, since=since, until=until)  # fmt: skip
-        latest = latest.order_by(delivery_events.c.id.desc()).limit(n).subquery()
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.min(latest.c.id))).scalar()
-
-    @staticmethod
-    def _log_query(query: Select, *, step_ids: Sequence[int] | None, event: str | None,
-                   email: str | None, search: str | None, since: datetime | None,
-                   until: datetime | None, before: int | None = None,
-                   after: int | None = None) -> Select:  # fmt: skip
-        joined = delivery_events.outerjoin(deliveries, deliveries.c.id == delivery_events.c.delivery_id)
-        query = query.select_from(joined.outerjoin(contacts, contacts.c.id == deliveries.c.contact_id))
-        conditions = []
-        if step_ids is not None:
-            conditions.append(delivery_events.c.step_id.in_(list(step_ids)))
-        if event:
-            conditions.append(delivery_events.c.event == event)
-        if email or search:  # the contact's deliveries, found by its unique key first
-            who = [contacts.c.email_key == email_key(email)] if email else []
-            if search:
-                who.append(contacts.c.email_key.contains(email_key(search), autoescape=True))
-            conditions.append(delivery_events.c.delivery_id.in_(
-                select(deliveries.c.id).join(contacts, contacts.c.id == deliveries.c.contact_id).where(*who)))  # fmt: skip
-        if since is not None:
-            conditions.append(delivery_events.c.at >= since)
-        if until is not None:
-            conditions.append(delivery_events.c.at <= until)
-        if before is not None:
-            conditions.append(delivery_events.c.id < before)
-        if after is not None:
-            conditions.append(delivery_events.c.id > after)
-        return query.where(*conditions)
+    # -- a campaign's report -------------------------------------------------------------
 
     def sent_bounds(self, campaign: str) -> dict[int, tuple[datetime, datetime]]:
         """Each step's first and last send (its ``sent`` events), in one query."""

@@ -2,9 +2,11 @@
 "older" link), or all of them streamed oldest first (``outreach log --format csv``).
 
 Both walk ``delivery_events.id`` by keyset (``id < before`` / ``id > after``, never
-OFFSET), a chunk per query, so memory stays flat however long the log is. The filters
+OFFSET), a chunk per read, so memory stays flat however long the log is. The filters
 that concern steps (campaign, step, wave, channel) are resolved to step ids once, from
-the steps table (one query), and the events query reads ``step_id IN (...)``."""
+the steps table (one query); the log is then read by those steps' ids
+(``outreach.db.log_pages``: each step's events picked by index, newest or oldest
+first, never all of them read and sorted for one page)."""
 
 from __future__ import annotations
 
