@@ -5,18 +5,25 @@ view as CSV, streamed whole."""
 from __future__ import annotations
 
 import csv
+import html
 import io
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import insert, select, update
 
 from outreach import review
+from outreach.db.models import deliveries, delivery_events, users
+from outreach.db.users import SqlUsers
 from outreach.domain.audience import parse
 from outreach.imports import import_files
 from tests.conftest import ROOT
-from tests.test_web import Site, add_user, make_workspace
+from tests.test_web import PASSWORD, Site, add_user, make_workspace
 
 ROW = re.compile(r'<tr class="event-(\w+)">\s*<td>(?:<a [^>]*>)?(\d+)<')
 
@@ -95,3 +102,67 @@ def test_the_csv_is_the_filtered_view_whole(busy) -> None:  # type: ignore[no-un
     searched = list(csv.DictReader(io.StringIO(browser.get("/log.csv?q=tonga").text)))
     assert searched and all("tonga" in r["email"] for r in searched)
     assert site.browser(accept_html=False).get("/log.csv").status_code == 401
+
+
+def test_the_csv_writes_what_servers_said_as_text(busy) -> None:  # type: ignore[no-untyped-def]
+    """A cell that a spreadsheet would run as a formula (= + - @) is written with a
+    leading ', every column in the order of LOG_COLUMNS."""
+    site, browser = busy
+    engine = site.services.engine
+    with engine.begin() as conn:
+        delivery, step_id = conn.execute(select(deliveries.c.id, deliveries.c.step_id).limit(1)).one()
+        conn.execute(insert(delivery_events).values(
+            step_id=step_id, delivery_id=delivery, at=datetime.now(UTC), event="failed",
+            detail={"code": 550, "reply": '=HYPERLINK("http://evil.example","x")', "stage": "-RCPT",
+                    "reason": "@once"}))  # fmt: skip
+    rows = list(csv.reader(io.StringIO(browser.get("/log.csv?event=failed").text)))
+    assert tuple(rows[0]) == review.LOG_COLUMNS and len(rows) == 2
+    row = dict(zip(rows[0], rows[1], strict=True))
+    assert row["reply"] == '\'=HYPERLINK("http://evil.example","x")'
+    assert (row["stage"], row["reason"], row["code"], row["event"]) == ("'-RCPT", "'@once", "550", "failed")
+    assert json.loads(row["detail"])["reply"].startswith("=HYPERLINK")  # JSON: starts with {, left as it is
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page)[1]  # type: ignore[index]
+
+
+def test_signing_in_from_the_log_keeps_the_page_asked_for(busy) -> None:  # type: ignore[no-untyped-def]
+    """Sent to sign in from a filtered log page, a person who mistypes the password (or
+    whose form expired, or who is held back by the limit on failures) is still taken to
+    that page once signed in: the form posts to /login, and carries where to go. A
+    password hashed with argon2's former parameters (64 MiB) still lets its owner in,
+    and is hashed again with the lighter ones on the way."""
+    site, _vera = busy
+    engine = site.services.engine
+    SqlUsers(engine).add("olga", "viewer", PASSWORD)
+    heavy = PasswordHasher().hash(PASSWORD)
+    assert "m=65536" in heavy
+    with engine.begin() as conn:
+        conn.execute(update(users).where(users.c.name == "olga").values(password_hash=heavy))
+    target = "/log?campaign=cop-2014&event=materialized"
+    kept = f'name="next" value="{html.escape(target)}"'
+    browser = site.browser()
+    asked = browser.get(target)
+    assert asked.status_code == 303 and asked.headers["location"] == f"/login?next={quote(target, safe='')}"
+    form = browser.get(asked.headers["location"])
+    assert kept in form.text
+    wrong = browser.post("/login", data={"name": "olga", "password": "not the password", "csrf": _csrf(form.text),
+                                         "next": target})  # fmt: skip
+    assert wrong.status_code == 401 and kept in wrong.text
+    expired = browser.post("/login", data={"name": "olga", "password": PASSWORD, "csrf": "stale", "next": target})
+    assert expired.status_code == 403 and kept in expired.text
+    right = browser.post("/login", data={"name": "olga", "password": PASSWORD, "csrf": _csrf(expired.text),
+                                         "next": target})  # fmt: skip
+    assert right.status_code == 303 and right.headers["location"] == target
+    assert len(ids(browser.get(target).text)) == 50
+    with engine.connect() as conn:
+        stored = conn.execute(select(users.c.password_hash).where(users.c.name == "olga")).scalar_one()
+    assert stored != heavy and "$argon2id$" in stored and "m=19456,t=2,p=1" in stored
+    assert site.browser().sign_in("olga").status_code == 303  # the new hash lets her in as well
+    held = site.browser()
+    for _ in range(5):
+        held.sign_in("otto", "guess guess guess", ok=False)
+    form = held.get(f"/login?next={quote(target, safe='')}")
+    limited = held.post("/login", data={"name": "otto", "password": "guess", "csrf": _csrf(form.text), "next": target})
+    assert limited.status_code == 429 and kept in limited.text

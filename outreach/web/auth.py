@@ -105,11 +105,15 @@ async def login_form(request: Request) -> Response:
     return _form(request, 200, None)
 
 
-def _form(request: Request, status: int, error: str | None, headers: dict[str, str] | None = None) -> Response:
+def _form(request: Request, status: int, error: str | None, headers: dict[str, str] | None = None,
+          destination: str | None = None) -> Response:  # fmt: skip
+    """The sign-in form; ``destination``: where to go once signed in (what a posted
+    form asked for; else the query string's ``next``)."""
     web = web_of(request)
     signed, nonce = web.keys.login_nonce()
+    wanted = destination or request.query_params.get("next")
     response = web.page(request, "login.html", status, error=error, login_csrf=web.keys.csrf(nonce),
-                        next=safe_next(request.query_params.get("next")))  # fmt: skip
+                        next=safe_next(wanted))  # fmt: skip
     response.set_cookie(LOGIN_COOKIE, signed, max_age=3600, httponly=True, samesite="lax",
                         secure=web.secure, path="/login")  # fmt: skip
     for name, value in (headers or {}).items():
@@ -122,23 +126,25 @@ async def login(request: Request) -> Response:
     """Sign in: the form's CSRF proof, the limit on failures, then the password."""
     web = web_of(request)
     form = await request.form()
+    # where to go once signed in, kept through a failed try (the form posts to /login)
+    destination = str(form.get("next") or "") or request.query_params.get("next", "")
     proof = web.keys.login_proof(request.cookies.get(LOGIN_COOKIE))
     if not web.keys.csrf_ok(proof, form.get(CSRF_FIELD)):
-        return _form(request, 403, "The sign-in form expired: try again.")
+        return _form(request, 403, "The sign-in form expired: try again.", destination=destination)
     name = str(form.get("name") or "").strip()[:64]
     password = str(form.get("password") or "")
     client = request.client.host if request.client else "unknown"
     wait = web.limiter.wait(client, name)
     if wait > 0:
         return _form(request, 429, f"Too many failed sign-ins: try again in {int(wait) // 60 + 1} minute(s).",
-                     {"Retry-After": str(int(wait) + 1)})  # fmt: skip
+                     {"Retry-After": str(int(wait) + 1)}, destination=destination)  # fmt: skip
     user = await run_in_threadpool(web.users.authenticate, name, password) if name and password else None
     if user is None:
         web.limiter.failed(client, name)
-        return _form(request, 401, "Wrong name or password.")
+        return _form(request, 401, "Wrong name or password.", destination=destination)
     web.limiter.succeeded(name)
     token = await run_in_threadpool(web.users.open_session, user, web.lifetime)
-    response = RedirectResponse(safe_next(str(form.get("next") or "")), status_code=303)
+    response = RedirectResponse(safe_next(destination), status_code=303)
     response.set_cookie(SESSION_COOKIE, web.keys.cookie(token), max_age=int(web.lifetime) + 1,
                         httponly=True, samesite="lax", secure=web.secure, path="/")  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/login")
