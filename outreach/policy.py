@@ -75,7 +75,7 @@ class Limiter(Protocol):
 LimiterFor = Callable[[str, float, int], Limiter]
 
 CHUNK_SECONDS = 0.1  # a shared limiter takes about this long's worth of its rate at a time
-CHUNK_MAX = 100
+CHUNK_MAX = 500
 STASH_SECONDS = 0.25  # units taken and not used within this long are given up
 
 
@@ -90,9 +90,9 @@ def email_limits(name: str, per_second: float, per_hour: int) -> list[Limit]:
 class SharedRateLimiter:
     """``RateLimiter``'s interface over limits every process shares (``ports.Rates``).
     It takes a chunk of units per round trip (about ``CHUNK_SECONDS`` of its fastest
-    rate, 1 to ``CHUNK_MAX``; a longer window grants a chunk as readily as one unit) and hands them out one by one; units it does not use
-    within ``STASH_SECONDS`` are given up (never used late, where they could add to
-    another second's)."""
+    rate, 1 to ``CHUNK_MAX``: a longer window grants a chunk as readily as one unit)
+    and hands them out one by one; units it does not use within ``STASH_SECONDS`` are
+    given up (never used late, where they could add to another second's)."""
 
     def __init__(self, rates: Rates, limits: Sequence[Limit]) -> None:
         self.rates = rates
