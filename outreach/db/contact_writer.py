@@ -4,7 +4,8 @@ The hot path of a million-row import. Blocks are prepared (``prepare``) in the
 import's worker processes, their values already in the INSERT's column order and
 cut into one statement's rows, so on SQLite this process hands new rows to the
 driver as they come, and looks addresses up (and merges) only once a block turns out
-to meet stored ones.
+to meet stored ones. On PostgreSQL through psycopg, blocks are COPY data merged by
+one statement each (``contact_copy``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from json.encoder import encode_basestring_ascii as _quote
 
 from sqlalchemy import (
     Connection,
@@ -27,9 +27,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy import text as sql_text
 
 from outreach.db.bulk import Bulk, rows_per_statement
+from outreach.db.contact_copy import ContactCopy, CopyBlock, json_text
 from outreach.db.models import contact_tags, contacts, suppressions, utcnow
 from outreach.domain.contact import ContactRecord
 from outreach.domain.suppression import suppression_hashes
@@ -44,7 +44,6 @@ _FIELDS = _COLUMNS[:-1]  # what an update compares and merges (email_key never c
 _ATTRS = len(_COLUMNS) - 1
 _KEY = 1
 _STATUS = _COLUMNS.index("status")
-_KIND = _COLUMNS.index("kind")
 _RECORD_TAGS = ContactRecord._fields.index("tags")
 _WIDTH = len(_COLUMNS)
 _ROWS_PER_CHUNK = rows_per_statement(_WIDTH)
@@ -94,7 +93,7 @@ def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> Prepared:
     """The block for ``ContactWriter.write_prepared`` (runs in import workers).
 
     ``json_text``: store attributes as JSON text (SQLite); else as a dict for the
-    driver to adapt (PostgreSQL).
+    driver to adapt (other databases).
     """
     text = _json_text if json_text else _same
     flat: list = []
@@ -116,14 +115,7 @@ def prepare(records: Sequence[ContactRecord], *, json_text: bool) -> Prepared:
     )  # fmt: skip
 
 
-def _json_text(attrs: dict[str, str]) -> str:
-    """``json.dumps(attrs)`` for a flat dict of strings, several times faster."""
-    if not attrs:
-        return "{}"
-    if len(attrs) == 1:
-        ((key, value),) = attrs.items()
-        return f"{{{_quote(key)}: {_quote(value)}}}"
-    return "{" + ", ".join([f"{_quote(k)}: {_quote(v)}" for k, v in attrs.items()]) + "}"
+_json_text = json_text
 
 
 def _same(value: object) -> object:
@@ -146,8 +138,7 @@ class ContactWriter:
         self.key = key  # of the suppression hashes, or what gives it (see SqlContactStore)
         self.bulk = Bulk(conn)
         self.raw = self.bulk.sqlite  # driver-ready tuples straight to the driver
-        self.copy = self.bulk.can_copy  # PostgreSQL: new rows go in with COPY
-        self.json_text = self.raw or self.copy
+        self.json_text = self.raw
         self._any_suppressed = (
             conn.execute(select(suppressions.c.email_hash).limit(1)).first() is not None
         )
@@ -155,6 +146,8 @@ class ContactWriter:
         # turns out to be stored (see _insert_all)
         self.optimistic = self.raw
         self.stamp = utcnow()
+        # PostgreSQL through psycopg: COPY into a staging table, one merge per block
+        self.copy = ContactCopy(conn, self.stamp) if self.bulk.can_copy else None
         self._deferred: list[Index] = []
         if self.raw and conn.execute(select(contacts.c.id).limit(1)).first() is None:
             # (a unique index stays: it is what finds an address met twice)
@@ -196,6 +189,8 @@ class ContactWriter:
 
     def finish(self) -> None:
         """Build the indexes dropped for this import (before the commit)."""
+        if self.copy:
+            self.copy.finish()
         if not self._deferred:
             return
         # the import's validation workers are done: SQLite's sorter may use the cores
@@ -208,17 +203,22 @@ class ContactWriter:
             self.conn.exec_driver_sql("PRAGMA threads=0")
         self._deferred = []
 
-    def preparer(self) -> Callable[[Sequence[ContactRecord]], Prepared]:
+    def preparer(self) -> Callable[[Sequence[ContactRecord]], Prepared | CopyBlock]:
         """``prepare`` for this database, picklable for worker processes."""
+        if self.copy:
+            return self.copy.preparer()
         return partial(prepare, json_text=self.json_text)
 
     def write(self, records: Sequence[ContactRecord], *, mode: str = "upsert") -> BatchOutcome:
-        return self.write_prepared(prepare(records, json_text=self.json_text), mode=mode)
+        return self.write_prepared(self.preparer()(records), mode=mode)
 
-    def write_prepared(self, block: Prepared, *, mode: str = "upsert") -> BatchOutcome:
+    def write_prepared(self, block: Prepared | CopyBlock, *, mode: str = "upsert") -> BatchOutcome:
         """Insert or update as if one row after the other (a later duplicate wins)."""
         if not block.count:
             return BatchOutcome()
+        if isinstance(block, CopyBlock):
+            assert self.copy is not None, "a block prepared for PostgreSQL's COPY"
+            return self.copy.write(block, mode, self._suppressed if self._any_suppressed else None)
         if self.optimistic and block.distinct and not self._any_suppressed:
             if self._insert_all(block):
                 return BatchOutcome(inserted=block.count)
@@ -267,10 +267,10 @@ class ContactWriter:
 
         tag_rows: list[tuple[int, str]] = []
         if new_rows:
-            ids = self._insert_rows(new_rows)
+            self._insert_rows(new_rows)
             out.inserted += len(new_rows)
             if any(new_tags):
-                for contact_id, tags in zip(ids or self._new_ids(new_rows), new_tags, strict=True):
+                for contact_id, tags in zip(self._new_ids(new_rows), new_tags, strict=True):
                     tag_rows += [(contact_id, t) for t in tags]
         if changed:
             updates, added = self._merge(changed, existing, stamp)
@@ -279,33 +279,18 @@ class ContactWriter:
             if updates:
                 self.bulk.executemany(self._update, (*_FIELDS, "attrs", "updated_at", "_id"), updates)
             tag_rows += added
-        if tag_rows and self.copy:
-            self.bulk.copy(contact_tags, ("contact_id", "tag"), tag_rows)
-        elif tag_rows:
+        if tag_rows:
             self.bulk.executemany(self._tag_insert, ("contact_id", "tag"), tag_rows)
         return out
 
-    def _insert_rows(self, rows: list[tuple]) -> list[int] | None:
-        """Insert new rows; their ids in order when that costs nothing more."""
-        stamp = self.stamp
+    def _insert_rows(self, rows: list[tuple]) -> None:
+        """Insert new rows (``_new_ids`` finds their ids)."""
         if self.raw:
             self.bulk.executemany(self._insert, _COLUMNS, rows)
-            return None
-        if not self.copy:
-            self.bulk.executemany(self._insert, (*_COLUMNS, "created_at", "updated_at"),
+            return
+        stamp = self.stamp
+        self.bulk.executemany(self._insert, (*_COLUMNS, "created_at", "updated_at"),
                               [(*row, stamp, stamp) for row in rows])  # fmt: skip
-            return None
-        # COPY: the ids are drawn from the table's sequence first (so no lookup is
-        # needed afterwards), and a NULL is stored as given, so defaults are filled in
-        ids = list(self.conn.execute(
-            sql_text("SELECT nextval(pg_get_serial_sequence('contacts', 'id')) FROM generate_series(1, :n)"),
-            {"n": len(rows)},
-        ).scalars())  # fmt: skip
-        self.bulk.copy(contacts, ("id", *_COLUMNS, "created_at", "updated_at"),
-                   [(i, *row[:_KIND], row[_KIND] or "other", *row[_KIND + 1 : _STATUS],
-                     row[_STATUS] or "active", row[_ATTRS], stamp, stamp)
-                    for i, row in zip(ids, rows, strict=True)])  # fmt: skip
-        return ids
 
     def _suppressed(self, keys: list[str]) -> set[int]:
         """Positions of the addresses on the suppression list, in either form."""
