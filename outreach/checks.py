@@ -16,13 +16,12 @@ from outreach.domain.errors import OutreachError
 from outreach.domain.plan import Plan
 from outreach.domain.sender import sender_problem
 from outreach.domain.timeline import Timeline, audience_of
-from outreach.posting import render_posts
+from outreach.posting import X_LIMITS, render_posts
 from outreach.scheduling import plan_timeline
 from outreach.templating import check_templates
 
 # X's posting limits for one account (posts, including replies in a thread).
-X_PER_15_MIN = 100
-X_PER_DAY = 2_400
+X_PER_15_MIN, X_PER_DAY = (limit.count for limit in X_LIMITS)  # what the poster holds to
 
 
 @dataclass
