@@ -218,3 +218,15 @@ def test_an_empty_store_locked_by_another_session_imports_with_its_checks(
     imports.import_files(both.stores[0].contacts, [both.file("a.csv", FIRST)], workers=0)
     both.same()
     assert schema(both.postgres()) == empty
+
+
+def test_erased_addresses_stay_out_of_an_empty_store(both: Both) -> None:
+    """Every contact erased, the same file again into the now empty store: the erased
+    addresses are refused, the new ones written, the same on both."""
+    first = both.file("first.csv", FIRST)
+    both.imports(first, workers=0)
+    for services in both.stores:
+        services.contacts.delete(parse(""), erase=True)
+    report = both.imports(first, both.file("more.csv", filler(0, 40)), workers=2)
+    assert (report.inserted, report.rejected) == (40, 10)  # a bad address, and 9 erased
+    assert sum("erased on request" in r.reason for r in report.rejects) == 9

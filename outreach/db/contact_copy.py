@@ -1,29 +1,31 @@
-"""Imports into PostgreSQL (psycopg 3): new contacts and their tags go in with COPY,
-blocks that meet stored addresses with one set-based statement each.
+"""Imports into PostgreSQL (psycopg 3): new contacts and their tags go in with COPY;
+parts of a block that meet stored addresses are merged by one set-based statement.
 
 Worker processes turn a block's records into COPY data (``prepare_copy``): a line per
 contact in the table's own columns (defaults filled in) and a line per tag, each with
 a ``%d`` where the contact's id goes. The block is cut where an address comes back (a
 later row updates what an earlier one wrote, as if one row after the other): every
-part holds each address once. For each part, one query asks whether any of its
-addresses is stored and, if none is, draws the new contacts' ids from the sequence in
-file order; this process writes them into the data (one ``%`` over the whole part)
-and copies the contacts and then their tags into the tables.
+part holds each address once. For each part, one query looks its addresses up and,
+if none is stored, draws the new contacts' ids from the sequence in file order; this
+process writes them into the data (one ``%`` over the whole part) and copies the
+contacts, then their tags, into the tables.
 
 A part that meets stored addresses (or holds an erased one) is copied into temporary
-tables instead, the id's place taken by the row's position, and one statement merges
-it with the rules of every store: given values replace stored ones, blanks keep them,
-attributes merge (stored keys first, in their order), tags add, and status never
-returns to active nor leaves ``complained``; new rows are inserted as above.
+tables instead, each row's position (from 1) in the place of its id, and one
+statement merges it (``contact_merge``) with the rules of every store: given values
+replace stored ones, blanks keep them, attributes merge (stored keys first, in their
+order), tags add, and status never returns to active nor leaves ``complained``.
 
 Into an empty store the tags' foreign key and the contacts' secondary indexes are
 dropped first and made again in ``finish``, inside the import's transaction (a failed
 import rolls them back with everything else): one check of the whole table costs a
 fraction of a check (and a row lock) per tag, and one sort less than an insert per
-row into an index of few distinct keys (or a trigram index). (The tags' index stays:
-kept up row by row, it costs less than built again.) The tables are locked for the import then (readers
-of the contacts wait for its commit); if another session holds them for longer than
-``_LOCK_WAIT``, the import runs with the checks in place.
+row into an index of few distinct keys, or a trigram index. (The tags' index stays:
+kept up row by row, it costs no more than built again.) Both tables are locked for
+the import then: readers of the contacts wait for its commit. If another session
+holds them for longer than ``_LOCK_WAIT``, the import runs with the checks in place.
+Only this import can then have written an address the store holds: a bit per address
+(``_Written``) spares the lookup of those it never wrote.
 """
 
 from __future__ import annotations
