@@ -321,23 +321,28 @@ def _pick_in_turn(conn: Connection, flt: _Filter, page: _Page) -> list[int]:
 def _walk(conn: Connection, flt: _Filter, page: _Page, where: list[Any]) -> list[int]:
     """The page of the events satisfying ``where`` whose recipient's address holds the
     pattern: the events walked in id order from the cursor, ``WALK`` at first, then
-    four times as many at a time, each one's recipient looked up as it comes (a read of a
-    step's or the log's events in order, LIMIT-ed, that neither database turns into a
-    read of every match, however it guesses how many there are)."""
+    four times as many at a time, each one's recipient looked up as it comes (a read of
+    a step's or the log's events in order, LIMIT-ed, that neither database turns into
+    a read of every match, however it guesses how many there are); only the matches
+    come back, and where the walk ended when it goes on."""
     assert flt.pattern is not None
     found: list[int] = []
     last: int | None = None
     size = max(WALK, 4 * page.limit)
-    while len(found) < page.limit:
+    while True:
         onward = [] if last is None else [_e.id < last] if page.newest_first else [_e.id > last]
-        events = select(_e.id, _e.delivery_id).where(*where, *onward).order_by(page.order(_e.id)).limit(size).subquery()
-        hit = _recipient_key(events.c.delivery_id).contains(flt.pattern, autoescape=True)
-        rows = conn.execute(select(events.c.id, hit).order_by(page.order(events.c.id))).all()
-        found += [event_id for event_id, matched in rows if matched][: page.limit - len(found)]
-        if len(rows) < size:
-            break
-        last, size = rows[-1][0], min(size * 4, 100 * WALK)
-    return found
+        walked = select(_e.id, _e.delivery_id).where(*where, *onward).order_by(page.order(_e.id)).limit(size)
+        walked = walked.subquery()
+        hit = _recipient_key(walked.c.delivery_id).contains(flt.pattern, autoescape=True)
+        query = select(walked.c.id).where(hit).order_by(page.order(walked.c.id)).limit(page.limit - len(found))
+        found += conn.execute(query).scalars()
+        if len(found) >= page.limit:
+            return found
+        edge = func.min(walked.c.id) if page.newest_first else func.max(walked.c.id)
+        last, walked_n = conn.execute(select(edge, func.count()).select_from(walked)).one()
+        if walked_n < size:
+            return found
+        size = min(size * 4, 100 * WALK)
 
 
 def _rows(conn: Connection, ids: list[int], page: _Page) -> list[dict[str, Any]]:
