@@ -24,6 +24,7 @@ SQLite is run as outreach leaves it (outreach runs no ANALYZE); --analyze runs o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import json
 import os
@@ -402,10 +403,13 @@ class Direct:
             self.db = psycopg.connect(libpq(url), autocommit=True)
 
     def run(self, statements: Statements) -> list[int]:
-        """Every statement, each read whole; the first column of the last one's rows."""
+        """Every statement, each read whole, in one transaction as outreach runs them (on
+        PostgreSQL its first sets how the others are planned, for that transaction);
+        the first column of the last one's rows."""
         rows: list[Any] = []
-        for statement, parameters in statements:
-            rows = self.db.execute(statement, parameters).fetchall()
+        with self.db.transaction() if not self.sqlite else contextlib.nullcontext():
+            for statement, parameters in statements:
+                rows = self.db.execute(statement, parameters).fetchall()
         return [r[0] for r in rows][:PAGE]
 
     def join(self, params: dict[str, str]) -> list[int]:
@@ -842,9 +846,11 @@ def report(backend: str, fill: Fill, timings: list[Timing], export: dict[str, fl
               "the events query outreach runs, then the plain join")  # fmt: skip
     for t in shown:
         seconds, path, params, statements = t.slowest
-        statement, parameters = next(c for c in reversed(statements) if "FROM delivery_events" in c[0])
-        print(f"\n{t.name}: {path} ({ms(seconds)} ms)\n  {' '.join(statement.split())}")
-        print("\n".join(f"    {line}" for line in direct.explain(statement, parameters)))
+        print(f"\n{t.name}: {path} ({ms(seconds)} ms)")
+        for statement, parameters in statements:  # the ids picked, then their rows
+            if "FROM delivery_events" in statement:
+                print(f"  {' '.join(statement.split())[:2000]}")
+                print("\n".join(f"    {line}" for line in direct.explain(statement, parameters)))
         print("  -- the plain join:")
         print("\n".join(f"    {line}" for line in direct.explain_join(params)))
 
