@@ -230,3 +230,68 @@ def test_erased_addresses_stay_out_of_an_empty_store(both: Both) -> None:
     report = both.imports(first, both.file("more.csv", filler(0, 40)), workers=2)
     assert (report.inserted, report.rejected) == (40, 10)  # a bad address, and 9 erased
     assert sum("erased on request" in r.reason for r in report.rejects) == 9
+
+
+def test_an_import_killed_half_way_leaves_the_empty_store_whole(tmp_path: Path, postgres_url: str) -> None:
+    """SIGKILL of the real CLI while it copies contacts into an empty store (its
+    checks dropped, its tables locked): the store is empty, its foreign key and indexes
+    are back, and the same import then runs through."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "ws"
+    path = write_csv(ws / "contacts" / "many.csv", "\n".join([HEADER, *filler(0, 150_000)]) + "\n")
+    services = build(load_settings(ws, env={"OUTREACH_DATABASE_URL": postgres_url}))
+
+    def polled(sql: str) -> list:  # type: ignore[type-arg]
+        with services.engine.connect() as conn:  # (a transaction of its own: fresh statistics)
+            return list(conn.exec_driver_sql(sql).scalars())
+
+    try:
+        before = schema(services)
+        sessions = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ours = set(polled(sessions))  # (the pool's)
+        exe = str(Path(sys.executable).with_name("outreach"))
+        env = {**os.environ, "OUTREACH_DATABASE_URL": postgres_url}
+        proc = subprocess.Popen([exe, "-w", str(ws), "contacts", "import", str(path)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        # ids drawn from the sequence show rows on their way (a sequence is not
+        # transactional): the import is past dropping the checks
+        while polled("SELECT last_value FROM contacts_id_seq") < [20_000]:
+            assert proc.poll() is None, "the import ended before it could be killed"
+            assert time.monotonic() < deadline, "the import never got to writing"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        while set(polled(sessions)) - ours:  # its session ends, and rolls back
+            assert time.monotonic() < deadline, "the killed import's session stayed"
+            time.sleep(0.05)
+        assert schema(services) == before
+        assert services.contacts.count(parse("")) == 0
+        report = imports.import_files(services.contacts, [path])
+        assert (report.inserted, report.rejected) == (150_000, 0)
+        assert services.contacts.count(parse("tag:all country:FJ")) == 50_000
+        assert schema(services) == before
+    finally:
+        services.close()
+
+
+def test_indexes_of_every_kind_come_back_after_a_first_import(both: Both) -> None:
+    """The contacts' secondary indexes are made again from their own definitions: one
+    added outside the models (partial, with a % in its condition) too."""
+    services = both.postgres()
+    with services.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE INDEX ix_contacts_test_partial ON contacts (lower(name)) "
+                             "WHERE email_key LIKE '%%.org'")  # fmt: skip
+        definition = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_contacts_test_partial'"
+        before = conn.exec_driver_sql(definition).scalar_one()
+    tables = schema(services)
+    both.imports(both.file("first.csv", FIRST), workers=0)
+    with services.engine.connect() as conn:
+        assert conn.exec_driver_sql(definition).scalar_one() == before
+    assert schema(services) == tables
+    assert services.contacts.count(parse("domain:example.org")) == 6

@@ -302,7 +302,7 @@ class ContactCopy:
             {"m": _SORT_MEMORY},
         )
         for _name, definition in self._deferred:
-            conn.exec_driver_sql(definition)
+            self.dbapi.execute(definition)  # type: ignore[union-attr]  # (as written: a % is no parameter)
         conn.exec_driver_sql("SELECT set_config('maintenance_work_mem', %(m)s, true)", {"m": memory})
         # The check of every tag's contact: a merge of the two primary keys, in order,
         # is several times quicker than the hash join the planner picks
@@ -335,7 +335,7 @@ class ContactCopy:
                 " WHERE indrelid = 'contacts'::regclass AND NOT indisunique"
             ).all()  # type: ignore[assignment]
             for name, _definition in self._deferred:
-                conn.exec_driver_sql(f"DROP INDEX {name}")
+                self.dbapi.execute(f"DROP INDEX {name}")  # type: ignore[union-attr]
         except (DBAPIError, LookupError):
             # (the locks taken since the savepoint go with it)
             conn.exec_driver_sql("ROLLBACK TO SAVEPOINT outreach_checks")
