@@ -405,11 +405,14 @@ class Direct:
     def run(self, statements: Statements) -> list[int]:
         """Every statement, each read whole, in one transaction as outreach runs them (on
         PostgreSQL its first sets how the others are planned, for that transaction);
-        the first column of the last one's rows."""
+        the first column of the rows of the last one that reads events whole (the ids
+        are picked first, then their rows read: none when no event was picked)."""
         rows: list[Any] = []
         with self.db.transaction() if not self.sqlite else contextlib.nullcontext():
             for statement, parameters in statements:
-                rows = self.db.execute(statement, parameters).fetchall()
+                found = self.db.execute(statement, parameters).fetchall()
+                if "delivery_events.detail" in statement:
+                    rows = found
         return [r[0] for r in rows][:PAGE]
 
     def join(self, params: dict[str, str]) -> list[int]:
