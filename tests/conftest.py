@@ -7,6 +7,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from typer.testing import CliRunner
@@ -97,13 +98,19 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
 # -- PostgreSQL ------------------------------------------------------------------
 
 
+def missing_part(reason: str) -> NoReturn:
+    """A real part a test needs is not on this machine: under CI (``.ci/run`` installs
+    every part) that is a failure; elsewhere the test skips, saying what to install."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide it: {reason}")
+    pytest.skip(reason)
+
+
 def required_pg_bin() -> Path:
     """The PostgreSQL binaries' folder; CI must have them, elsewhere the test skips."""
     bindir = pg_bin()
     if bindir is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL: no pg_ctl found")
-        pytest.skip("PostgreSQL binaries (pg_ctl, initdb) are not installed here")
+        missing_part("PostgreSQL binaries (pg_ctl, initdb) are not installed here")
     return bindir
 
 

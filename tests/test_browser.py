@@ -35,7 +35,7 @@ from outreach import control
 from outreach.app import Services
 from outreach.channels.maildir import free_port
 from outreach.db.models import contacts, deliveries, delivery_events, steps
-from tests.conftest import ROOT, Cli
+from tests.conftest import ROOT, Cli, missing_part
 from tests.smtp_server import Faults, Recorder, SmtpServer
 from tests.test_web import PASSWORD, PLAN, fire_step, make_workspace, send_all
 
@@ -81,11 +81,7 @@ def send(services: Services, smtp_url: str) -> None:
         raise failure[0]
 
 
-def _browser_missing(reason: str) -> None:
-    """CI must run these tests; elsewhere they skip with the reason."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide the browser tests' needs: {reason}")
-    pytest.skip(reason)
+_browser_missing = missing_part  # CI must run these tests; elsewhere they skip with the reason
 
 
 @dataclass
