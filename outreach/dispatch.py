@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 from outreach.domain.campaign import CampaignInfo
 from outreach.domain.errors import OutreachError
-from outreach.identity import LEASE_SECONDS, process_id
+from outreach.identity import lease_seconds, process_id
 from outreach.messages import Messages, Ready, UrlsFor
 from outreach.policy import Limiter, LimiterFor, RateLimiter, SendPolicy
 from outreach.ports import EmailChannel, Outbox, Outcome, StepInfo
@@ -156,7 +156,7 @@ class Dispatcher(Messages, Replies):
     async def _keep_leases(self) -> None:
         """This sender's ``sending`` rows keep a live lease while it runs."""
         while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
+            await asyncio.sleep(lease_seconds() / 3)
             await asyncio.to_thread(self.outbox.renew, self.holder)
 
     def _new_writer(self) -> OutcomeWriter:
@@ -315,7 +315,7 @@ class _Unstarted:
 def _look(last: float, *, busy: bool, until_idle: bool) -> bool:
     """Whether a sender looks for expired leases now: every lease while busy, a third of
     one while idle, and each time it finds nothing to do before stopping when idle."""
-    return (until_idle and not busy) or time.monotonic() - last >= LEASE_SECONDS / (1 if busy else 3)
+    return (until_idle and not busy) or time.monotonic() - last >= lease_seconds() / (1 if busy else 3)
 
 
 def _utcnow() -> datetime:

@@ -7,9 +7,22 @@ import os
 import socket
 import time
 
-# How long a claim lasts unless its holder renews it. A sender renews well within it;
-# a sender that died leaves its rows to whoever finds the lease expired.
+# How long a claim lasts unless its holder renews it (by default; a running process
+# takes OUTREACH_LEASE_SECONDS). A sender renews at a third of it and looks for
+# expired ones at least once a lease; a sender that died leaves its rows to whoever
+# finds the lease expired.
 LEASE_SECONDS = 30.0
+_lease = [LEASE_SECONDS]
+
+
+def lease_seconds() -> float:
+    """How long a claim made by this process lasts unless renewed."""
+    return _lease[0]
+
+
+def set_lease_seconds(seconds: float) -> None:
+    """This process's lease (``outreach run`` sets it from its timing settings)."""
+    _lease[0] = seconds
 
 
 def process_id() -> str:

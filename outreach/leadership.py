@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from outreach.domain.errors import ConfigError, OutreachError
-from outreach.identity import process_id
+from outreach.identity import LEASE_SECONDS, process_id
 from outreach.ports import Lead, Processes, ProcessInfo
 
 if TYPE_CHECKING:  # the runner passes its services in; leadership sits below app
@@ -47,6 +47,7 @@ TIMING_ENV = {
     "OUTREACH_HEARTBEAT_SECONDS": "heartbeat",
     "OUTREACH_STANDBY_SECONDS": "standby",
     "OUTREACH_GONE_SECONDS": "gone",
+    "OUTREACH_LEASE_SECONDS": "lease",
 }
 
 
@@ -56,6 +57,7 @@ class Timing:
     standby: float = 2.0  # a standby asks for the leadership this often; the leader checks it holds it
     gone: float = 60.0  # a process silent this long is gone: shown so, and its row pruned
     settle: float = 5.0  # the leader promotes waiting steps and finishes done ones this often
+    lease: float = LEASE_SECONDS  # a claim lasts this long unless its sender renews it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Timing:
@@ -74,6 +76,9 @@ class Timing:
         if timing.gone < 3 * timing.heartbeat:
             raise ConfigError(f"OUTREACH_GONE_SECONDS ({timing.gone:g}) is less than three heartbeats "
                               f"({3 * timing.heartbeat:g} s): a live process would be pruned")  # fmt: skip
+        if timing.lease < 1:
+            raise ConfigError(f"OUTREACH_LEASE_SECONDS ({timing.lease:g}) is under a second: a sender "
+                              "could not renew its claims in time")  # fmt: skip
         return timing
 
 

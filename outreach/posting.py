@@ -32,7 +32,7 @@ from outreach.domain import channels
 from outreach.domain.campaign import CampaignInfo, slugify
 from outreach.domain.errors import OutreachError, TemplateError
 from outreach.domain.render import X_MAX_WEIGHTED, PressTemplate, XPost, XTemplate
-from outreach.identity import LEASE_SECONDS, process_id
+from outreach.identity import lease_seconds, process_id
 from outreach.policy import SendPolicy, backoff
 from outreach.ports import Outbox, Outcome, PostItem, PostResult, Posts, PostTarget, StepInfo
 from outreach.ports.outbox import Limit, Rates
@@ -184,7 +184,7 @@ class Poster:
             handled = await asyncio.to_thread(self.run_due)
             wait = poll
             if handled == 0:
-                idle_look = time.monotonic() - self._taken_over >= LEASE_SECONDS / 3
+                idle_look = time.monotonic() - self._taken_over >= lease_seconds() / 3
                 if until_idle or idle_look:  # what dead senders left, their leases expired
                     self._taken_over = time.monotonic()
                     if await asyncio.to_thread(self.outbox.recover, by=self.holder):
@@ -201,10 +201,10 @@ class Poster:
     def _upkeep(self) -> None:
         """This poster's leases renewed, and expired ones taken over, from time to time."""
         now = time.monotonic()
-        if now - self._renewed >= LEASE_SECONDS / 3:
+        if now - self._renewed >= lease_seconds() / 3:
             self.outbox.renew(self.holder)
             self._renewed = now
-        if now - self._taken_over >= LEASE_SECONDS:
+        if now - self._taken_over >= lease_seconds():
             self.outbox.recover(by=self.holder)
             self._taken_over = now
 

@@ -23,6 +23,7 @@ from outreach.app import Services
 from outreach.children import die_with_parent
 from outreach.db.patience import Patience
 from outreach.domain.errors import OutreachError
+from outreach.identity import set_lease_seconds
 from outreach.leadership import Leadership, Presence, Role, Timing
 
 
@@ -53,6 +54,7 @@ def drain(services: Services, *, report: Report | None = None, until_idle: bool 
     """
     report = report or Report()
     timing = timing or Timing()
+    set_lease_seconds(timing.lease)
     child = worker_of is not None
     sends = role.sends
     relay = bool(services.settings.smtp_url)

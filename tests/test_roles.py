@@ -250,3 +250,5 @@ def test_timing_settings_are_checked(workspace: Path) -> None:
     assert "OUTREACH_HEARTBEAT_SECONDS is 'soon'" in cli("run", "--until-idle", ok=False).output
     short = Cli(workspace, env={"OUTREACH_HEARTBEAT_SECONDS": "30", "OUTREACH_GONE_SECONDS": "60"})
     assert "less than three heartbeats" in short("run", "--until-idle", ok=False).output
+    brief = Cli(workspace, env={"OUTREACH_LEASE_SECONDS": "0.5"})
+    assert "OUTREACH_LEASE_SECONDS (0.5) is under a second" in brief("run", "--until-idle", ok=False).output

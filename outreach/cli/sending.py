@@ -246,7 +246,8 @@ def run(
     messages in flight); fire each job at its time. Any number of processes, on any
     machines, may run around one database: each is listed by 'outreach status'.
     Heartbeats and take-overs follow OUTREACH_HEARTBEAT_SECONDS (5),
-    OUTREACH_STANDBY_SECONDS (2) and OUTREACH_GONE_SECONDS (60).
+    OUTREACH_STANDBY_SECONDS (2) and OUTREACH_GONE_SECONDS (60); a claimed delivery's
+    lease, OUTREACH_LEASE_SECONDS (30).
 
     Example: outreach run --role all
     """

@@ -2,7 +2,7 @@
 one database (``ports.Leases``).
 
 A claim writes who holds each row (``holder``: the process's ``identity.process_id``)
-and until when (``lease_until``: now + ``identity.LEASE_SECONDS``); the holder renews
+and until when (``lease_until``: now + ``identity.lease_seconds()``); the holder renews
 its ``sending`` rows while it lives (``renew``, one UPDATE). Just before a message
 (or post) goes to the server, its row is marked ``handed`` (``hand``, one UPDATE per
 window of messages): from then on, a crash leaves its outcome unknown.
@@ -34,7 +34,7 @@ from outreach.db.models import deliveries, delivery_events, steps
 from outreach.db.repository import Repository
 from outreach.domain import channels
 from outreach.domain.status import DeliveryStatus
-from outreach.identity import LEASE_SECONDS
+from outreach.identity import lease_seconds
 
 SENDING = DeliveryStatus.SENDING
 RELEASED = "released"  # the event of a row taken back before it was handed over
@@ -47,7 +47,7 @@ class SqlLeases(Repository):
 
     def _lease_end(self) -> datetime:
         """When a lease taken or renewed now ends."""
-        return self.clock() + timedelta(seconds=LEASE_SECONDS)
+        return self.clock() + timedelta(seconds=lease_seconds())
 
     def recover(self, *, by: str | None = None) -> int:
         """Take over the deliveries left ``sending`` under an expired lease (or with no

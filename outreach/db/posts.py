@@ -15,7 +15,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
 from outreach.db.patience import Patience, patient
 from outreach.domain.errors import NotFoundError, OutreachError
-from outreach.identity import LEASE_SECONDS
+from outreach.identity import lease_seconds
 from outreach.ports import PostItem, StepInfo
 
 
@@ -78,7 +78,7 @@ class SqlPosts:
         )  # fmt: skip
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=deliveries)
-        lease = self.clock() + timedelta(seconds=LEASE_SECONDS) if holder else None
+        lease = self.clock() + timedelta(seconds=lease_seconds()) if holder else None
         with self._write() as conn, conn.begin():
             row = conn.execute(query).first()
             if row is None:

@@ -122,7 +122,7 @@ class DeliveryLog(Protocol):
 
 class Leases(Protocol):
     """Who holds a claimed (``sending``) delivery, and until when. A holder is a
-    process's id (``identity.process_id``); its lease lasts ``identity.LEASE_SECONDS``
+    process's id (``identity.process_id``); its lease lasts ``identity.lease_seconds()``
     unless renewed. Only an expired lease (or a row claimed without a holder, as
     before leases) is taken over; a live sender's rows never are."""
 
