@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from outreach.ports.outbox import Limit, Rates
+from outreach.ports.outbox import BURST_SHARE, Limit, Rates
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,21 @@ def backoff(attempt: int, policy: SendPolicy) -> timedelta:
 
 
 class RateLimiter:
-    """Messages per second (a token bucket) and per hour (a running count)."""
+    """Messages per second (a token bucket holding ``BURST_SHARE`` of a second's worth)
+    and per hour (a running count)."""
 
     def __init__(self, per_second: float, per_hour: int, sent_last_hour: int = 0) -> None:
         self.per_second = per_second
         self.per_hour = per_hour
-        self.tokens = max(1.0, per_second)
+        self.capacity = max(1.0, per_second * BURST_SHARE)
+        self.tokens = self.capacity
         self.updated = time.monotonic()
         self.hour: deque[float] = deque([time.monotonic()] * min(sent_last_hour, per_hour))
 
     async def acquire(self) -> None:
         while True:
             now = time.monotonic()
-            self.tokens = min(
-                max(1.0, self.per_second), self.tokens + (now - self.updated) * self.per_second
-            )
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.per_second)
             self.updated = now
             while self.hour and now - self.hour[0] > 3600:
                 self.hour.popleft()

@@ -6,7 +6,8 @@ transaction), never a write per message.
 Two kinds of limit, by their span:
 
 - under a minute (``email:second``): a token bucket, one row: ``tokens`` refilled by
-  the time elapsed since ``updated_at`` at count/per a second, up to ``count``;
+  the time elapsed since ``updated_at`` at count/per a second, up to ``Limit.burst``
+  (a tenth of ``count``: at most 1.1 x ``count`` in any ``per`` seconds);
 - a minute or more (``email:hour``, ``x:15min``, ``x:day``): a sliding window counted
   in 60 slots (rows ``NAME@SLOT``, ``tokens`` = units taken in that slot, a slot being
   per/60 seconds). What was taken in the last 61 slots counts, so nothing taken within
@@ -93,7 +94,7 @@ class SqlRates:
         """Each limit's row, full, unless it is there (created by whoever comes first)."""
         insert = pg_dialect.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
         for limit in sorted(limits, key=lambda x: x.name):
-            conn.execute(insert(rate_buckets).values(name=limit.name, tokens=float(limit.count), updated_at=now)
+            conn.execute(insert(rate_buckets).values(name=limit.name, tokens=limit.burst, updated_at=now)
                          .on_conflict_do_nothing(index_elements=["name"]))  # fmt: skip
 
     def _sweep(self, conn: Connection, window: _Window) -> None:
@@ -107,13 +108,13 @@ class SqlRates:
 
 
 class _Bucket:
-    """A token bucket: ``count`` units at most, refilled at count/per a second."""
+    """A token bucket: ``limit.burst`` units at most, refilled at count/per a second."""
 
     def __init__(self, limit: Limit, row, t: float) -> None:  # type: ignore[no-untyped-def]
         self.limit = limit
         self.rate = limit.count / limit.per
         last = row.updated_at.timestamp()
-        self.tokens = min(float(limit.count), row.tokens + max(0.0, t - last) * self.rate)
+        self.tokens = min(limit.burst, row.tokens + max(0.0, t - last) * self.rate)
         self.stamp = max(last, t)  # never back: a clock behind another's adds nothing
 
     def available(self) -> int:

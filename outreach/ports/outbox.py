@@ -145,14 +145,25 @@ class Outbox(Campaigns, DeliveryLog, Leases, Protocol):
     def record(self, outcomes: Sequence[Outcome], *, holder: str | None = None) -> None: ...
 
 
+BURST_SHARE = 0.1  # a bucket holds a tenth of its limit: a burst never doubles a second's count
+
+
 @dataclass(frozen=True)
 class Limit:
     """At most ``count`` in any ``per`` seconds, for every process of the deployment
-    (``name``: "email:second", "email:hour", "x:15min", "step:12:second" ...)."""
+    (``name``: "email:second", "email:hour", "x:15min", "step:12:second" ...); a limit
+    under a minute is a token bucket, which may add its ``burst`` to that."""
 
     name: str
     count: float
     per: float
+
+    @property
+    def burst(self) -> float:
+        """The most a token bucket of this limit holds (``BURST_SHARE`` of ``count``, at
+        least one): an even pace, and at most ``count`` + ``burst`` in any ``per``
+        seconds, even after a quiet spell."""
+        return max(1.0, self.count * BURST_SHARE)
 
 
 class Rates(Protocol):
