@@ -35,6 +35,7 @@ bench: bytecode
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/log_export.py
 	$(BIN)/python bench/bounces.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) .outreach .pytest_cache .hypothesis
