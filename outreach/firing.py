@@ -20,18 +20,28 @@ from outreach.ports import StepInfo
 if TYPE_CHECKING:
     from outreach.app import Services
 
+FIRING = ("scheduled", "held")  # the statuses a step fires from
+
 
 def fire(services: Services, campaign_id: str, key: str, now: datetime | None = None) -> str:
     """What a job does when its instant comes; returns the step's new status. Nothing
     it meets raises: a step that cannot fire is held or failed with its reason."""
     step = services.outbox.step_by_key(campaign_id, key)
-    if step is None or step.status not in ("scheduled", "held"):
+    if step is None or step.status not in FIRING:
         return step.status if step else "missing"
     try:
         return _fire(services, step, now or services.clock())
     except OutreachError as exc:
-        services.outbox.set_step_status(step.id, "held", f"held at its time: {exc.message}")
-        return "held"
+        return _move(services, step, "held", f"held at its time: {exc.message}")
+
+
+def _move(services: Services, step: StepInfo, status: str, reason: str, **facts: object) -> str:
+    """The firing step to ``status``, unless another firing moved it first (two
+    schedulers for a moment, one that lost its leadership not knowing it yet): then
+    what that one made of it, and nothing logged twice."""
+    if services.outbox.set_step_status(step.id, status, reason, only_from=FIRING, **facts):
+        return status
+    return services.outbox.step(step.id).status
 
 def _fire(services: Services, step: StepInfo, now: datetime) -> str:
     outbox = services.outbox
@@ -41,9 +51,8 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
         code, problem = state
         action = {"not_approved": "approve", "changed_since_approval": "approve",
                   "campaign_paused": "resume"}.get(code)  # fmt: skip
-        outbox.set_step_status(step.id, "held", f"held at its time: {problem}",
-                               **({"action": action} if action else {}))  # fmt: skip
-        return "held"
+        return _move(services, step, "held", f"held at its time: {problem}",
+                     **({"action": action} if action else {}))  # fmt: skip
     embargo = embargo_of(step)
     due = step if embargo is None or embargo <= step.send_at else replace(step, send_at=embargo)
     settings = step.settings
@@ -53,8 +62,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
         try:  # what it says is fixed now: a retry later posts exactly this
             items = prepare(services.library_for(step), services.campaign(campaign_id), step)
         except OutreachError as exc:
-            outbox.set_step_status(step.id, "failed", f"fired, but nothing can be posted: {exc}")
-            return "failed"
+            return _move(services, step, "failed", f"fired, but nothing can be posted: {exc}")
         count = services.posts.materialize(due, items)
         return _go(services, step, f"fired: {count} {channels.channel(step.channel).units}"
                    + _held_note(due, step))  # fmt: skip
@@ -70,8 +78,7 @@ def _fire(services: Services, step: StepInfo, now: datetime) -> str:
         mine = zones_at(wave, parse_at(settings["offset"]), [datetime.fromisoformat(i) for i in settings["instants"]],
                         step.send_at, zones, hold_until=hold)  # fmt: skip
         if not mine:  # every zone of this group has left the audience
-            outbox.set_step_status(step.id, "done", "fired: none of its zones has a contact now")
-            return "done"
+            return _move(services, step, "done", "fired: none of its zones has a contact now")
         audience = " ".join(p for p in (settings["base"], zone_term(mine)) if p)
         outbox.update_step(step.id, audience=audience)
         step = outbox.step(step.id)
@@ -97,10 +104,7 @@ def _go(services: Services, step: StepInfo, reason: str) -> str:
         if not requirement_done(services, step.campaign, r, step.settings.get("wave"))
     ]
     status = "waiting" if waiting else "active"
-    services.outbox.set_step_status(
-        step.id, status, reason + (f"; waiting for {', '.join(waiting)}" if waiting else "")
-    )
-    return status
+    return _move(services, step, status, reason + (f"; waiting for {', '.join(waiting)}" if waiting else ""))
 
 def requirement_done(
     services: Services, campaign_id: str, plan_step: str, wave: str | None

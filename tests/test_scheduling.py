@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -358,3 +359,26 @@ def test_the_real_scheduler_fires_the_sample_plan_at_its_2014_instants(services:
     # the embargoed media email was due two days before: beyond its grace, logged missed
     media = services.outbox.step_by_key("cop-2014", "embargoed-media@20140903T0600Z")
     assert media.status == "missed"
+
+
+def test_two_firings_of_one_step_at_once_move_it_and_log_it_once(services: Services) -> None:
+    """Two schedulers for a moment (one lost its leadership and does not know it yet):
+    both fire the same step; one moves it, the other finds it moved, and the step is
+    logged active once, its deliveries made once."""
+    from outreach.firing import _fire
+
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    media = "embargoed-media@20140903T0600Z"
+    when = datetime(2014, 9, 3, 6, 0, 30, tzinfo=UTC)
+    stale = services.outbox.step_by_key("cop-2014", media)  # as the other one read it
+    other = build(load_settings(services.settings.workspace, env=_env(services)))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda s: fire(s, "cop-2014", media, when), [services, other]))
+        assert results == ["active", "active"]
+        assert _fire(other, stale, when) == "active"  # read before, moved since: nothing logged
+    finally:
+        other.close()
+    assert services.outbox.counts(step_id=stale.id) == {"queued": 60}
+    assert len(services.outbox.events(step_key=media, event="active")) == 1

@@ -3,6 +3,7 @@ and each step's status (every change logged)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -131,9 +132,18 @@ class SqlCampaigns(Repository):
         with self.engine.connect() as conn:
             return [step_info(r) for r in conn.execute(query)]
 
-    def set_step_status(self, step_id: int, status: str, reason: str, **facts: Any) -> None:
+    def set_step_status(self, step_id: int, status: str, reason: str, *,
+                        only_from: Sequence[str] | None = None, **facts: Any) -> bool:  # fmt: skip
         """The new status, logged with its reason and facts (``action``: what a person
-        may do next, which the CLI names as a command and a web page as a link)."""
+        may do next, which the CLI names as a command and a web page as a link).
+        ``only_from``: only if the step is in one of these now (checked and changed in
+        one statement: of two processes firing the same step, one moves it and logs
+        it); whether it moved."""
+        query = update(steps).where(steps.c.id == step_id)
+        if only_from is not None:
+            query = query.where(steps.c.status.in_(list(only_from)))
         with self._write() as conn, conn.begin():
-            conn.execute(update(steps).where(steps.c.id == step_id).values(status=status))
+            if not conn.execute(query.values(status=status)).rowcount and only_from is not None:
+                return False
             self._event(conn, step_id, None, status, {"reason": reason, **facts})
+        return True
