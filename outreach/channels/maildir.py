@@ -14,9 +14,17 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 
 
+def maildir(folder: Path) -> mailbox.Maildir:
+    """The Maildir at ``folder``, made if missing (0700). Two processes starting at
+    once may both make it: ``mailbox.Maildir(create=True)`` would fail in the second."""
+    for sub in ("", "tmp", "new", "cur"):
+        (folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return mailbox.Maildir(folder, create=False)
+
+
 class _MaildirHandler:
     def __init__(self, folder: Path) -> None:
-        self.box = mailbox.Maildir(folder, create=True)
+        self.box = maildir(folder)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
         # aiosmtpd reads pipelined commands in order; it only does not say so
@@ -57,4 +65,4 @@ class MaildirServer:
         self._controller.stop()
 
     def count(self) -> int:
-        return len(mailbox.Maildir(self.folder, create=True))
+        return len(maildir(self.folder))
