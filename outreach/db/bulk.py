@@ -2,8 +2,9 @@
 
 SQLite: a statement is compiled once per shape and rows go to the driver as the
 tuples they are (SQLAlchemy's per-row parameter handling would cost more than the
-inserts themselves), many rows per INSERT. PostgreSQL through psycopg: COPY. Other
-databases: SQLAlchemy's own executemany.
+inserts themselves), many rows per INSERT. Other databases: SQLAlchemy's own
+executemany (``can_copy`` says whether COPY can be had: PostgreSQL through psycopg,
+which the contact import uses, ``db.contact_copy``).
 """
 
 from __future__ import annotations
@@ -83,15 +84,6 @@ class Bulk:
                     self.executemany(stmt, keys, rows)
         finally:
             cursor.close()
-
-    def copy(self, table, columns: tuple[str, ...], rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
-        """``COPY table (columns) FROM STDIN`` with ``rows`` (PostgreSQL, psycopg)."""
-        quote = self.conn.dialect.identifier_preparer
-        names = ", ".join(quote.quote(c) for c in columns)
-        sql = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
-        with self.conn.connection.dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:
-            for row in rows:
-                copy.write_row(row)
 
     def _statement(self, stmt, keys: tuple[str, ...]) -> tuple[str, list[int], int, str]:  # type: ignore[no-untyped-def]
         """``stmt`` compiled for rows of ``keys``: its SQL, the order the SQL wants the
