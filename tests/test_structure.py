@@ -143,7 +143,8 @@ def test_every_channel_that_is_not_per_contact_has_a_sender_and_a_renderer() -> 
 
 # -- ports: complete -------------------------------------------------------------------
 
-PORTS = {"outbox": ports.Outbox, "contacts": ports.ContactStore, "posts": ports.Posts}
+PORTS = {"outbox": ports.Outbox, "contacts": ports.ContactStore, "posts": ports.Posts, "users": ports.Users,
+         "consent": ports.Consent, "processes": ports.Processes, "inbound": ports.Inbound}  # fmt: skip
 
 
 def _members(protocol: type) -> set[str]:
@@ -184,6 +185,7 @@ def test_the_ports_declare_every_method_their_callers_use() -> None:
     uses = _port_uses()
     assert {"claim", "record", "materialize"} <= set(uses["outbox"])  # the walk finds them
     assert {"claim", "materialize", "retry", "mark_sent"} <= set(uses["posts"])
+    assert {"listed", "beat", "lead"} <= set(uses["processes"]) and "authenticate" in uses["users"]
     missing = {f"services.{port}.{attr} ({', '.join(sorted(files))})"
                for port, used in uses.items() for attr, files in used.items()
                if attr not in _members(PORTS[port])}  # fmt: skip
