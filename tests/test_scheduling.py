@@ -361,24 +361,29 @@ def test_the_real_scheduler_fires_the_sample_plan_at_its_2014_instants(services:
     assert media.status == "missed"
 
 
-def test_two_firings_of_one_step_at_once_move_it_and_log_it_once(services: Services) -> None:
+@pytest.mark.parametrize("plan_step", ["embargoed-media", "launch-thread"])
+def test_two_firings_of_one_step_at_once_move_it_and_log_it_once(services: Services, plan_step: str) -> None:
     """Two schedulers for a moment (one lost its leadership and does not know it yet):
     both fire the same step; one moves it, the other finds it moved, and the step is
-    logged active once, its deliveries made once."""
+    logged active once, its deliveries (emails, or the posts of a thread) made once."""
     from outreach.firing import _fire
 
     schedule(services, services.settings.workspace / PLAN)
     approve(services)
-    media = "embargoed-media@20140903T0600Z"
-    when = datetime(2014, 9, 3, 6, 0, 30, tzinfo=UTC)
-    stale = services.outbox.step_by_key("cop-2014", media)  # as the other one read it
+    (stale,) = [s for s in services.outbox.steps("cop-2014") if s.key.startswith(f"{plan_step}@")]
+    when = stale.send_at + timedelta(seconds=30)
     other = build(load_settings(services.settings.workspace, env=_env(services)))
     try:
         with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda s: fire(s, "cop-2014", media, when), [services, other]))
+            results = list(pool.map(lambda s: fire(s, "cop-2014", stale.key, when), [services, other]))
         assert results == ["active", "active"]
         assert _fire(other, stale, when) == "active"  # read before, moved since: nothing logged
     finally:
         other.close()
-    assert services.outbox.counts(step_id=stale.id) == {"queued": 60}
-    assert len(services.outbox.events(step_key=media, event="active")) == 1
+    assert len(services.outbox.events(step_key=stale.key, event="active")) == 1
+    made = services.outbox.events(step_key=stale.key, event="materialized", limit=1000)
+    assert len(made) == len({e["delivery_id"] for e in made}) == sum(services.outbox.counts(step_id=stale.id).values())
+    if plan_step == "embargoed-media":
+        assert services.outbox.counts(step_id=stale.id) == {"queued": 60}
+    else:  # each post of the thread once
+        assert len(made) >= 2 and sorted(e["part"] for e in made) == list(range(len(made)))

@@ -23,6 +23,7 @@ from outreach.db.models import (
     utcnow,
 )
 from outreach.db.patience import Patience, patient
+from outreach.db.repository import lock_step
 from outreach.db.segments import where
 from outreach.domain.audience import parse
 from outreach.ports import Claimed, Outcome, StepInfo
@@ -93,6 +94,7 @@ class SqlOutbox(SqlCampaigns, SqlLog, SqlLeases):
         while start < top:
             end = start + batch
             with self._write() as conn, conn.begin():
+                lock_step(conn, step.id)  # another firing of this step waits, then adds nothing
                 now = self.clock()
                 before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
                 chosen = (

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
 from outreach.db.patience import Patience, patient
+from outreach.db.repository import lock_step
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.identity import lease_seconds
 from outreach.ports import PostItem, StepInfo
@@ -33,6 +34,7 @@ class SqlPosts:
         """One queued delivery per item, in order; running it again adds nothing."""
         now = self.clock()
         with self._write() as conn, conn.begin():
+            lock_step(conn, step.id)  # another firing of this step waits, then adds nothing
             have = set(conn.execute(select(deliveries.c.part).where(deliveries.c.step_id == step.id)).scalars())
             added = 0
             for part, content in enumerate(items):

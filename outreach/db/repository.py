@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 
-from outreach.db.models import delivery_events
+from outreach.db.models import delivery_events, steps
 from outreach.db.patience import Patience
 from outreach.ports import StepInfo
 
@@ -30,6 +30,14 @@ class Repository:
                 step_id=step_id, delivery_id=delivery_id, at=self.clock(), event=event, detail=detail
             )
         )
+
+
+def lock_step(conn: Connection, step_id: int) -> None:
+    """Hold the step's row for this transaction (PostgreSQL: FOR UPDATE; SQLite's
+    writer holds the whole database already): two processes making one step's
+    deliveries at once (two firings) go one after the other, and the second finds the
+    first's rows made."""
+    conn.execute(select(steps.c.id).where(steps.c.id == step_id).with_for_update())
 
 
 def step_info(row: Any) -> StepInfo:
