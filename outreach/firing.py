@@ -133,10 +133,9 @@ def promote_waiting(services: Services) -> int:
         if step.status != "waiting":
             continue
         need = step.settings.get("requires", [])
-        if all(
-            requirement_done(services, step.campaign, r, step.settings.get("wave")) for r in need
-        ):
-            services.outbox.set_step_status(step.id, "active", f"{', '.join(need)} complete")
+        ready = all(requirement_done(services, step.campaign, r, step.settings.get("wave")) for r in need)
+        if ready and services.outbox.set_step_status(step.id, "active", f"{', '.join(need)} complete",
+                                                     only_from=("waiting",)):  # fmt: skip
             promoted += 1
     return promoted
 
@@ -152,8 +151,9 @@ def finish_steps(services: Services) -> int:
         if any(counts.get(k) for k in ("queued", "deferred", "sending", "uncertain")):
             continue
         summary = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or "nothing to send"
-        services.outbox.set_step_status(step.id, "done", f"done: {summary}")
-        finished += 1
+        # (unless it changed meanwhile: paused by a person, say)
+        if services.outbox.set_step_status(step.id, "done", f"done: {summary}", only_from=("active",)):
+            finished += 1
     return finished
 
 def settle(services: Services) -> int:
@@ -175,12 +175,13 @@ def release_held(
             fire(services, campaign_id, step.key, now)
             fired += 1
         else:
-            services.outbox.set_step_status(
+            if services.outbox.set_step_status(
                 step.id,
                 "missed",
                 f"approved too late: due at {step.send_at:%Y-%m-%d %H:%M} UTC, beyond its misfire grace ({grace})",
-            )
-            missed += 1
+                only_from=("held",),
+            ):
+                missed += 1
     return fired, missed
 
 def parse_launch_text(text: str) -> datetime:

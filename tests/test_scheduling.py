@@ -387,3 +387,30 @@ def test_two_firings_of_one_step_at_once_move_it_and_log_it_once(services: Servi
         assert services.outbox.counts(step_id=stale.id) == {"queued": 60}
     else:  # each post of the thread once
         assert len(made) >= 2 and sorted(e["part"] for e in made) == list(range(len(made)))
+
+
+def test_settling_never_overrides_what_a_person_did_meanwhile(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step paused by a person after the leader read it as active and finished stays
+    paused: settling changes a step only from the status it read."""
+    from outreach.firing import finish_steps
+
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    press = "press-release@20140905T0700Z"
+    assert fire(services, "cop-2014", press, datetime(2014, 9, 5, 7, tzinfo=UTC)) == "active"
+    assert services.poster().run_due() == 1  # published: nothing left to send
+    step = services.outbox.step_by_key("cop-2014", press)
+    read = services.outbox.steps
+
+    def read_then_paused(*args, **kwargs):  # type: ignore[no-untyped-def]
+        listed = read(*args, **kwargs)
+        services.outbox.set_step_status(step.id, "paused", "paused by Ana")  # meanwhile
+        return listed
+
+    monkeypatch.setattr(services.outbox, "steps", read_then_paused)
+    assert finish_steps(services) == 0
+    monkeypatch.undo()
+    assert services.outbox.step(step.id).status == "paused"
+    assert not services.outbox.events(step_key=press, event="done")
