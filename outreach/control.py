@@ -92,10 +92,12 @@ def cancel_campaign(services: Services, campaign_id: str) -> tuple[int, int]:
                 job.remove()
             if step.status in ("done", "cancelled", "missed"):
                 continue
-            skipped += services.outbox.skip_pending(step.id, "campaign cancelled")
+            # cancelled first: a firing of it under way makes nothing more, and
+            # what it made before is skipped next
             services.outbox.set_step_status(
                 step.id, "cancelled", "campaign cancelled by a person"
             )
+            skipped += services.outbox.skip_pending(step.id, "campaign cancelled")
             steps += 1
     finally:
         editor.shutdown()

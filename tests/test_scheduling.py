@@ -414,3 +414,24 @@ def test_settling_never_overrides_what_a_person_did_meanwhile(
     monkeypatch.undo()
     assert services.outbox.step(step.id).status == "paused"
     assert not services.outbox.events(step_key=press, event="done")
+
+
+def test_a_firing_under_way_when_its_campaign_is_cancelled_leaves_nothing_queued(services: Services) -> None:
+    """Cancelling marks each step cancelled before skipping what it holds: a firing that
+    passed its checks just before makes nothing more once the step is cancelled (its
+    batch holds the step's row), and what it made before is skipped."""
+    from outreach.control import cancel_campaign
+
+    schedule(services, services.settings.workspace / PLAN)
+    approve(services)
+    (media,) = [s for s in services.outbox.steps("cop-2014") if s.key.startswith("embargoed-media@")]
+    (thread,) = [s for s in services.outbox.steps("cop-2014") if s.key.startswith("launch-thread@")]
+    assert services.outbox.materialize(media, batch=30) == 60  # made before the cancel
+    cancel_campaign(services, "cop-2014")
+    assert services.outbox.counts(step_id=media.id) == {"skipped": 60}
+    # firings that had passed their checks go on after it: nothing more is made
+    (industry,) = [s for s in services.outbox.steps("cop-2014") if s.key.startswith("industry-email@")][:1]
+    assert services.outbox.materialize(media) == services.outbox.materialize(industry) == 0
+    assert services.posts.materialize(thread, [{"text": "one"}, {"text": "two"}]) == 0
+    assert services.outbox.counts(step_id=media.id) == {"skipped": 60}
+    assert services.outbox.counts(step_id=industry.id) == services.outbox.counts(step_id=thread.id) == {}

@@ -57,6 +57,7 @@ class SqlOutbox(SqlCampaigns, SqlLog, SqlLeases):
         """Deliveries not yet sent of a cancelled step become skipped, logged."""
         now = self.clock()
         with self._write() as conn, conn.begin():
+            lock_step(conn, step_id)  # after any batch of its deliveries being made
             ids = (
                 conn.execute(
                     select(deliveries.c.id).where(
@@ -94,7 +95,8 @@ class SqlOutbox(SqlCampaigns, SqlLog, SqlLeases):
         while start < top:
             end = start + batch
             with self._write() as conn, conn.begin():
-                lock_step(conn, step.id)  # another firing of this step waits, then adds nothing
+                if lock_step(conn, step.id) == "cancelled":  # (another firing of it waits here)
+                    break
                 now = self.clock()
                 before = conn.execute(select(func.max(deliveries.c.id))).scalar() or 0
                 chosen = (

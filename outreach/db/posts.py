@@ -34,7 +34,8 @@ class SqlPosts:
         """One queued delivery per item, in order; running it again adds nothing."""
         now = self.clock()
         with self._write() as conn, conn.begin():
-            lock_step(conn, step.id)  # another firing of this step waits, then adds nothing
+            if lock_step(conn, step.id) == "cancelled":  # (another firing of it waits here)
+                return 0
             have = set(conn.execute(select(deliveries.c.part).where(deliveries.c.step_id == step.id)).scalars())
             added = 0
             for part, content in enumerate(items):

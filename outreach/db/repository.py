@@ -32,12 +32,12 @@ class Repository:
         )
 
 
-def lock_step(conn: Connection, step_id: int) -> None:
+def lock_step(conn: Connection, step_id: int) -> str | None:
     """Hold the step's row for this transaction (PostgreSQL: FOR UPDATE; SQLite's
-    writer holds the whole database already): two processes making one step's
-    deliveries at once (two firings) go one after the other, and the second finds the
-    first's rows made."""
-    conn.execute(select(steps.c.id).where(steps.c.id == step_id).with_for_update())
+    writer holds the whole database already) and return its status: two processes
+    making one step's deliveries at once (two firings) go one after the other, and the
+    second finds the first's rows made; a step cancelled meanwhile is seen so."""
+    return conn.execute(select(steps.c.status).where(steps.c.id == step_id).with_for_update()).scalar()
 
 
 def step_info(row: Any) -> StepInfo:
