@@ -33,11 +33,14 @@ class Repository:
 
 
 def lock_step(conn: Connection, step_id: int) -> str | None:
-    """Hold the step's row for this transaction (PostgreSQL: FOR UPDATE; SQLite's
-    writer holds the whole database already) and return its status: two processes
-    making one step's deliveries at once (two firings) go one after the other, and the
-    second finds the first's rows made; a step cancelled meanwhile is seen so."""
-    return conn.execute(select(steps.c.status).where(steps.c.id == step_id).with_for_update()).scalar()
+    """Hold the step's row for this transaction (PostgreSQL: FOR NO KEY UPDATE, which
+    a change of its status waits for and the log's inserts for the step do not;
+    SQLite's writer holds the whole database already) and return its status: two
+    processes making one step's deliveries at once (two firings) go one after the
+    other, and the second finds the first's rows made; a step cancelled meanwhile is
+    seen so."""
+    query = select(steps.c.status).where(steps.c.id == step_id).with_for_update(key_share=True)
+    return conn.execute(query).scalar()
 
 
 def step_info(row: Any) -> StepInfo:
