@@ -10,6 +10,7 @@ second by second at the server."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import os
 import shutil
@@ -40,14 +41,16 @@ from tests.conftest import ROOT, Cli, wait_until
 OUTREACH = Path(sys.executable).with_name("outreach")
 PEOPLE = 10_000  # a step: Fiji's, then Tonga's
 RATE = 400  # messages a second, for the whole deployment
-LATE = 0.1  # seconds at most from a message's turn to the server's reply, on a busy machine
+LATE = 0.1  # seconds at most from a message's turn to the server's taking it, on a busy machine
+REPLY_AFTER = 0.02  # seconds from taking a message to answering it
 TIMING = {"OUTREACH_HEARTBEAT_SECONDS": "0.3", "OUTREACH_STANDBY_SECONDS": "0.3", "OUTREACH_GONE_SECONDS": "3",
           "OUTREACH_LEASE_SECONDS": "3"}  # fmt: skip
 
 
 class Clocked:
-    """An SMTP server's handler that takes every message and notes who it was for and
-    when (wall-clock seconds)."""
+    """An SMTP server's handler that takes every message, notes who it was for and when
+    (wall-clock seconds), and answers ``REPLY_AFTER`` later, as a relay across a
+    network would: a sender killed then has messages taken and not yet answered."""
 
     def __init__(self) -> None:
         self.taken: list[tuple[str, float]] = []
@@ -56,6 +59,7 @@ class Clocked:
     async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
         with self.lock:
             self.taken.extend((rcpt, time.time()) for rcpt in envelope.rcpt_tos)
+        await asyncio.sleep(REPLY_AFTER)
         return "250 2.0.0 Ok: queued"
 
     def count(self) -> int:
@@ -189,7 +193,7 @@ def test_a_deployment_of_six_processes_survives_a_killed_sender_and_a_killed_lea
     assert set(received) == {_email(i) for i in range(2 * PEOPLE)}  # everyone got it
     twice = {rcpt for rcpt, n in received.items() if n > 1}
     assert twice <= handed and max(received.values()) <= 2  # only what the killed sender had handed
-    assert len(handed) <= 100, len(handed)
+    assert 0 < len(handed) <= 100, len(handed)  # killed with messages in flight; at most a window or two
     uncertain = [e["email"] for e in services.outbox.events(campaign="wide", event="uncertain", limit=1_000)]
     assert sorted(uncertain) == sorted(handed)  # each of them logged, once
     released = services.outbox.events(campaign="wide", event="released", limit=1_000)
