@@ -81,9 +81,6 @@ def send(services: Services, smtp_url: str) -> None:
         raise failure[0]
 
 
-_browser_missing = missing_part  # CI must run these tests; elsewhere they skip with the reason
-
-
 @dataclass
 class Served:
     """The launched workspace, its services (this process's view of the store) and the
@@ -188,9 +185,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     if sync_playwright is None:
-        _browser_missing("Playwright for Python is not installed (pip install 'outreach[test]')")
+        missing_part("Playwright for Python is not installed (pip install 'outreach[test]')")
     if not CHROMIUM.exists():
-        _browser_missing(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        missing_part(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         yield browser
