@@ -14,7 +14,7 @@ from sqlalchemy import Engine, and_, func, insert, select, update
 
 from outreach.db.models import deliveries, delivery_events, steps, utcnow
 from outreach.db.patience import Patience, patient
-from outreach.db.repository import lock_step
+from outreach.db.repository import Repository, lock_step
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.identity import lease_seconds
 from outreach.ports import PostItem, StepInfo
@@ -22,13 +22,11 @@ from outreach.ports import PostItem, StepInfo
 
 @patient
 @dataclass
-class SqlPosts:
+class SqlPosts(Repository):
     engine: Engine
     clock: Callable[[], datetime] = utcnow
     patience: Patience = field(default_factory=Patience)  # waits out a stalled database
 
-    def _write(self):  # type: ignore[no-untyped-def]
-        return self.engine.connect().execution_options(write=True)
 
     def materialize(self, step: StepInfo, items: Sequence[dict[str, Any]]) -> int:
         """One queued delivery per item, in order; running it again adds nothing."""

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from outreach.db.models import deliveries, processes, utcnow
 from outreach.db.patience import Patience, patient
+from outreach.db.repository import Repository
 from outreach.ports.processes import Lead, ProcessInfo
 
 # The advisory lock key of the scheduler's leadership (the migrations use 7_453_001).
@@ -32,13 +33,11 @@ def _info(row: Any) -> ProcessInfo:
 
 @patient
 @dataclass
-class SqlProcesses:
+class SqlProcesses(Repository):
     engine: Engine
     clock: Callable[[], datetime] = utcnow  # wall time, even in a rehearsal
     patience: Patience = field(default_factory=lambda: Patience(limit=10.0))
 
-    def _write(self) -> Connection:
-        return self.engine.connect().execution_options(write=True)
 
     def register(self, process: ProcessInfo) -> None:
         """Add (or replace) this process's row, its heartbeat now."""

@@ -34,6 +34,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from outreach.db.models import rate_buckets, utcnow
 from outreach.db.patience import Patience, patient
+from outreach.db.repository import Repository
 from outreach.ports.outbox import Limit
 
 SLOTS = 60  # a window's slots; what the last SLOTS + 1 slots took counts
@@ -47,15 +48,13 @@ def is_window(limit: Limit) -> bool:
 
 @patient
 @dataclass
-class SqlRates:
+class SqlRates(Repository):
     engine: Engine
     clock: Callable[[], datetime] = utcnow
     patience: Patience = field(default_factory=Patience)  # waits out a stalled database
     _swept: dict[str, int] = field(default_factory=dict)  # window -> the oldest slot kept
     _last_sweep_all: float = 0.0  # when this process last swept every window's old slots
 
-    def _write(self):  # type: ignore[no-untyped-def]
-        return self.engine.connect().execution_options(write=True)
 
     def take(self, limits: Sequence[Limit], want: int) -> tuple[int, float]:
         """Up to ``want`` units within every one of ``limits`` at once (in one

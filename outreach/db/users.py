@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from outreach.db.models import campaigns, users, utcnow, web_sessions
 from outreach.db.patience import Patience, patient
+from outreach.db.repository import Repository
 from outreach.domain.errors import NotFoundError, OutreachError
 from outreach.domain.users import MAX_PASSWORD, ROLES, User, password_problem, user_name
 
@@ -51,13 +52,11 @@ def _user(row) -> User:  # type: ignore[no-untyped-def]
 
 @patient
 @dataclass
-class SqlUsers:
+class SqlUsers(Repository):
     engine: Engine
     clock: Callable[[], datetime] = utcnow
     patience: Patience = field(default_factory=lambda: Patience(limit=10.0))
 
-    def _write(self):  # type: ignore[no-untyped-def]
-        return self.engine.connect().execution_options(write=True)
 
     # -- accounts ----------------------------------------------------------------------
     def add(self, name: str, role: str, password: str) -> User:
